@@ -1,0 +1,94 @@
+"""The plan (CONTRACTS section 5): output of ``ems optimize`` and of the central service."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, field_validator
+
+from shared.schedule import CabinetSchedule
+from shared.timeutil import ensure_utc, format_utc
+
+UtcDateTime = Annotated[datetime, PlainSerializer(format_utc, return_type=str, when_used="json")]
+
+
+class PlanStatus(StrEnum):
+    OPTIMAL = "optimal"
+    OPTIMAL_WITH_VIOLATIONS = "optimal_with_violations"
+    FAILED = "failed"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ObjectiveBreakdown(_Model):
+    """Cost components [currency]; ``total`` is the LP's optimal value.
+
+    total = energy_cost - export_revenue + cycle_cost + demand_charge + imbalance_cost + penalties
+    """
+
+    total: float = 0.0
+    energy_cost: float = 0.0
+    export_revenue: float = 0.0
+    cycle_cost: float = 0.0
+    demand_charge: float = 0.0
+    imbalance_cost: float = 0.0
+    penalties: float = 0.0
+
+
+class CabinetPlan(_Model):
+    setpoint_kw: list[float]  # d - c per interval, + discharge
+    soc_pct: list[float]  # at interval end
+
+
+class SolverInfo(_Model):
+    backend: str
+    build_s: float = 0.0
+    solve_s: float = 0.0
+    message: str = ""
+
+
+class Plan(_Model):
+    plan_id: str
+    created_at: UtcDateTime
+    start: UtcDateTime
+    interval_minutes: int = Field(ge=1, le=1440)
+    status: PlanStatus
+    objective: ObjectiveBreakdown
+    grid_kw: list[float]  # + import
+    pv_used_kw: list[float]
+    cabinets: dict[str, CabinetPlan]
+    violations: list[str] = Field(default_factory=list)
+    solver: SolverInfo
+
+    @field_validator("created_at", "start")
+    @classmethod
+    def _utc(cls, value: datetime) -> datetime:
+        return ensure_utc(value)
+
+    @property
+    def steps(self) -> int:
+        return len(self.grid_kw)
+
+    @property
+    def end(self) -> datetime:
+        return self.start + timedelta(minutes=self.interval_minutes * self.steps)
+
+    def schedule_for(self, cabinet_id: str) -> CabinetSchedule:
+        """The cabinet's setpoint schedule (what the central pushes to its edge)."""
+        return CabinetSchedule(
+            schedule_id=f"{self.plan_id}/{cabinet_id}",
+            start=self.start,
+            interval_s=self.interval_minutes * 60,
+            setpoints_kw=tuple(self.cabinets[cabinet_id].setpoint_kw),
+        )
+
+    def to_json(self) -> str:
+        return self.model_dump_json(indent=2)
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> Plan:
+        return cls.model_validate_json(text)
