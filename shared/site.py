@@ -189,12 +189,20 @@ class SiteConfig(_Strict):
     opcua: OpcUaSettings = OpcUaSettings()
     sim: SimSettings = SimSettings()
 
+    @field_validator("cabinets")
+    @classmethod
+    def _unique_cabinets(cls, cabinets: list[CabinetConfig]) -> list[CabinetConfig]:
+        _require_unique("id", [c.id for c in cabinets])
+        _require_unique("opcua_endpoint", [c.opcua_endpoint for c in cabinets])
+        _require_unique("modbus_address", [c.modbus_address for c in cabinets])
+        return cabinets
+
     @model_validator(mode="after")
-    def _unique(self) -> Self:
-        _require_unique("id", [c.id for c in self.cabinets])
-        _require_unique("opcua_endpoint", [c.opcua_endpoint for c in self.cabinets])
-        addresses = [c.modbus_address for c in self.cabinets] + [self.site.meter_modbus_address]
-        _require_unique("modbus_address (cabinets and meter)", addresses)
+    def _meter_address_unique(self) -> Self:
+        if self.site.meter_modbus_address in {c.modbus_address for c in self.cabinets}:
+            raise ValueError(
+                f"site.meter_modbus_address {self.site.meter_modbus_address!r} is also a cabinet's modbus_address"
+            )
         return self
 
     def cabinet(self, cabinet_id: str) -> CabinetConfig:
