@@ -201,7 +201,7 @@ class SiteConfig(_Strict):
     def _meter_address_unique(self) -> Self:
         if self.site.meter_modbus_address in {c.modbus_address for c in self.cabinets}:
             raise ValueError(
-                f"site.meter_modbus_address {self.site.meter_modbus_address!r} is also a cabinet's modbus_address"
+                f"site.meter_modbus_address {self.site.meter_modbus_address!r} is also a cabinet's address"
             )
         return self
 
