@@ -1,0 +1,127 @@
+"""``ems certs --site S [--out DIR]``: keys, certificates, trust lists and users for a site's OPC UA link.
+
+Idempotent: what exists and is still usable is kept, what is missing or unusable is created. Passwords are
+taken from the environment when set there, otherwise generated and printed once (only hashes are stored).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+from typing import Any
+
+from shared.errors import InputError, Problem
+
+VIEWER_PASSWORD_ENV = "EMS_OPCUA_VIEWER_PASSWORD"
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "certs",
+        help="create OPC UA keys, certificates, trust lists and users for a site",
+        description="Create what a site's OPC UA link needs: a key and a self-signed certificate per edge "
+        "and for the central (application URI in the certificate), the trust directories and a users file "
+        "with the central's operator user. Keeps what exists and is usable; see docs/opcua.md.",
+    )
+    parser.add_argument("--site", type=Path, required=True, help="site file (.toml)")
+    parser.add_argument("--out", type=Path, help="PKI directory (default: [opcua] pki_dir of the site)")
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="new keys and certificates for every node, and a new central password",
+    )
+    parser.add_argument("--key-bits", type=int, choices=(2048, 3072, 4096), default=2048, help="RSA key size")
+    parser.add_argument("--days", type=int, default=730, help="certificate validity [days] (default 730)")
+    parser.add_argument(
+        "--central-host",
+        action="append",
+        default=[],
+        metavar="HOST",
+        help="host name or IP of the central for its certificate (repeatable; default: localhost, this host)",
+    )
+    parser.add_argument(
+        "--viewer",
+        metavar="NAME",
+        help=f"also create or reset a read-only viewer user NAME (password: {VIEWER_PASSWORD_ENV} or new)",
+    )
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from shared.opcua.pki import ensure_site_pki, pki_layout, users_path
+    from shared.site import load_site
+
+    if not 1 <= args.days <= 36_500:
+        raise InputError("--days", [Problem("", f"must be 1..36500, got {args.days}")])
+    site = load_site(args.site)
+    layout = pki_layout(site, args.out)
+    central_password = _password_from_env(site.opcua.central_password_env)
+    viewer_password = _password_from_env(VIEWER_PASSWORD_ENV) if args.viewer else None
+    report = ensure_site_pki(
+        site,
+        layout,
+        force=args.force,
+        key_bits=args.key_bits,
+        validity_days=args.days,
+        central_hosts=args.central_host,
+    )
+    for line in report.created:
+        print(f"created  {line}")
+    for line in report.kept:
+        print(f"kept     {line}")
+    path = users_path(site, layout)
+    _update_users(path, site.opcua.central_username, site.opcua.central_password_env, central_password, args)
+    if args.viewer:
+        _set_user(path, args.viewer, "viewer", viewer_password, VIEWER_PASSWORD_ENV, "for a read-only client")
+    print(
+        f"\nPKI in {layout.root}. Copy to each edge: own/edge-ID.*, trusted/clients/, {path.name}; "
+        "to the central: own/central.*, trusted/servers/. Keep own/*.key.pem secret."
+    )
+    return 0
+
+
+def _password_from_env(variable: str) -> str | None:
+    from shared.opcua.users import password_problem
+
+    password = os.environ.get(variable)
+    if not password:
+        return None
+    problem = password_problem(password)
+    if problem is not None:
+        raise InputError(variable, [Problem("", problem)])
+    return password
+
+
+def _update_users(
+    path: Path, username: str, env: str, password: str | None, args: argparse.Namespace
+) -> None:
+    from shared.opcua.users import Users, load_users
+
+    users = load_users(path) if path.is_file() else Users(())
+    existing = users.find(username)
+    if existing is not None and not args.force and password is None:
+        print(f"kept     user {username!r} ({existing.role.value}) in {path}")
+        return
+    _set_user(path, username, "operator", password, env, f"the central reads it from {env}")
+
+
+def _set_user(path: Path, name: str, role: str, password: str | None, env: str, hint: str) -> None:
+    from shared.opcua.users import (
+        Role,
+        UserEntry,
+        Users,
+        generate_password,
+        hash_password,
+        load_users,
+        write_users,
+    )
+
+    users = load_users(path) if path.is_file() else Users(())
+    chosen = password or generate_password()
+    write_users(path, users.with_user(UserEntry(name, Role(role), hash_password(chosen))))
+    if password is not None:
+        print(f"set      user {name!r} ({role}) in {path} with the password from {env}")
+        return
+    print(f"set      user {name!r} ({role}) in {path}; its password ({hint}), shown only now:")
+    print(f"    {chosen}")
