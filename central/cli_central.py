@@ -1,0 +1,88 @@
+"""``ems central --site S [--clock SPEC]``: run the central service until SIGINT or SIGTERM."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from shared.clock import Clock
+    from shared.site import SiteConfig
+
+log = logging.getLogger("central")
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "central",
+        help="run the central service (day-ahead upload API, re-optimization, push to the edges)",
+        description="Run the central service of a site: the HTTP API for day-ahead uploads, plans and edge "
+        "status; re-optimization every [central] reoptimize_every_minutes and at once after each upload; "
+        "pushes to every edge over OPC UA; persistence in SQLite ([central] database_path). Stops cleanly "
+        "on Ctrl-C or SIGTERM. See docs/central.md.",
+    )
+    parser.add_argument("--site", type=Path, required=True, help="site file (TOML)")
+    parser.add_argument(
+        "--clock",
+        help="clock spec: 'real' or 'sim:START:SPEED[:ANCHOR_UNIX_S]' (default: $EMS_CLOCK, else real)",
+    )
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from shared.clock import clock_from_env, clock_from_spec
+    from shared.site import load_site
+
+    site = load_site(args.site)  # a bad file raises InputError: `ems` prints it and exits 2
+    try:
+        clock = clock_from_spec(args.clock) if args.clock else clock_from_env()
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return asyncio.run(_serve(site, clock))
+
+
+async def _serve(site: SiteConfig, clock: Clock) -> int:
+    from central.service.app import CentralService, ServiceConfig
+    from shared.errors import InputError
+
+    # APScheduler logs every job run at INFO (several per second at high clock speeds); the service logs
+    # what matters itself.
+    if not logging.getLogger().isEnabledFor(logging.DEBUG):
+        logging.getLogger("apscheduler").setLevel(logging.WARNING)
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    signals = (signal.SIGINT, signal.SIGTERM)
+    for sig in signals:
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        service = CentralService(site, clock, ServiceConfig.from_site(site))
+        try:
+            await service.__aenter__()
+        except InputError as exc:  # a missing password, key, certificate or users file
+            for line in exc.lines():
+                print(f"error: {line}", file=sys.stderr)
+            return 2
+        except Exception as exc:
+            log.debug("start failed", exc_info=True)
+            print(f"error: cannot start the central service: {exc}", file=sys.stderr)
+            return 1
+        try:
+            print(f"central service of site {site.site.name!r} on {service.url} (Ctrl-C stops)", flush=True)
+            waiter = asyncio.create_task(service.wait_stopped())
+            stopper = asyncio.create_task(stop.wait())
+            await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            waiter.cancel()
+            stopper.cancel()
+            print("stopping", flush=True)
+        finally:
+            await service.__aexit__(None, None, None)
+    finally:
+        for sig in signals:
+            loop.remove_signal_handler(sig)
+    return 0
