@@ -1,0 +1,184 @@
+"""The edge as a process: kill -9 and restart, ``ems edge`` (Ctrl-C, bad input, missing PKI), the bench."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from edge.controller import EdgeController
+from edge.persistence import read_events
+from edge.sim import SiteSimulator
+from shared.clock import RealClock
+from shared.edge_api import EdgeMode
+from shared.site import SiteConfig
+from tests.support import write_site
+from tests.test_edge_controller import flat_profile, record_writes
+
+EMS = [sys.executable, "-m", "shared.cli"]
+EDGE_SETTINGS = """
+[edge]
+cycle_ms = 20.0
+comm_timeout_ms = 300.0
+modbus_timeout_ms = 25.0
+revert_timeout_s = 1.0
+reconnect_min_s = 0.05
+reconnect_max_s = 0.2
+"""
+
+# A separate edge process that accepts a schedule, then runs until killed.
+EDGE_PROCESS = """
+import asyncio, sys
+from datetime import UTC, datetime
+from pathlib import Path
+from edge.controller import EdgeController
+from shared.clock import RealClock
+from shared.schedule import CabinetSchedule
+from shared.site import load_site
+
+async def main() -> None:
+    site, clock = load_site(sys.argv[1]), RealClock()
+    async with EdgeController(site, "cab-1", clock, state_dir=Path(sys.argv[2])) as edge:
+        start = datetime.fromtimestamp(int(clock.time_s()), tz=UTC)
+        decision = edge.submit_schedule(CabinetSchedule("persisted", start, 60, (35.0, 35.0, 35.0)))
+        print("accepted" if decision.accepted else decision.message, flush=True)
+        await asyncio.Event().wait()
+
+asyncio.run(main())
+"""
+
+
+def _site(tmp_path: Path, extra: str = "") -> tuple[Path, SiteConfig]:
+    return write_site(tmp_path, 1, extra=EDGE_SETTINGS + extra)
+
+
+async def _wait_for(predicate: Callable[[], bool], timeout_s: float = 10.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+        await asyncio.sleep(0.01)
+
+
+async def test_restart_after_kill_9_restores_the_schedule_before_the_first_setpoint(tmp_path: Path) -> None:
+    site_path, site = _site(tmp_path)
+    state_dir = tmp_path / "state"
+    clock = RealClock()
+    async with SiteSimulator(site, clock, profile=flat_profile(50.0)) as sim:
+        cabinet = sim.cabinet("cab-1")
+        recorder = record_writes(sim, "cab-1", clock)
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", EDGE_PROCESS, str(site_path), str(state_dir), stdout=asyncio.subprocess.PIPE
+        )
+        try:
+            assert process.stdout is not None
+            line = await asyncio.wait_for(process.stdout.readline(), 30.0)
+            assert line.decode().strip() == "accepted"
+            await _wait_for(lambda: cabinet.state.setpoint_kw == 35.0, what="35 kW from the first edge")
+        finally:
+            process.kill()  # SIGKILL: no clean-up of any kind
+            await process.wait()
+        assert process.returncode == -signal.SIGKILL
+        killed_at = len(recorder.writes)
+        # Without its edge the device goes safe by itself (WSetRvrtTms configured by the edge).
+        await _wait_for(lambda: cabinet.state.reverted, timeout_s=3.0, what="device-side revert")
+        assert cabinet.state.target_kw == 0.0
+        async with EdgeController(site, "cab-1", clock, state_dir=state_dir) as edge:
+            await _wait_for(
+                lambda: edge.mode is EdgeMode.SCHEDULE and cabinet.state.setpoint_kw == 35.0, what="restored"
+            )
+        restarted = [w.points["WSet"] for w in recorder.writes[killed_at:] if "WSet" in w.points]
+        sf = cabinet.image.scale_factor(704, "WSet")
+        values_kw = [raw * 10.0**sf / 1000.0 for raw in restarted]
+        # Ramping from 0 W towards the schedule's 35 kW; the fallback (self-consumption, 50 kW) never ran.
+        assert values_kw[0] > 0.0 and max(values_kw[:-1]) <= 35.0
+        events = [(e.kind, e.message) for e in read_events(state_dir / "cab-1.sqlite3")]
+        restored = [i for i, (k, m) in enumerate(events) if k == "schedule" and "restored" in m]
+        first_writes = [i for i, (k, m) in enumerate(events) if k == "setpoint"]
+        assert restored and len(first_writes) == 2  # one per edge run
+        assert restored[-1] < first_writes[-1]
+        assert "mode schedule (schedule persisted)" in events[first_writes[-1]][1]
+
+
+async def test_ems_edge_stops_on_ctrl_c_writing_0_w_first(tmp_path: Path) -> None:
+    site_path, site = _site(tmp_path)
+    state_dir = tmp_path / "state"
+    async with SiteSimulator(site, RealClock(), profile=flat_profile(50.0)) as sim:
+        cabinet = sim.cabinet("cab-1")
+        process = await asyncio.create_subprocess_exec(
+            *EMS,
+            "edge",
+            "--site",
+            str(site_path),
+            "--cabinet",
+            "cab-1",
+            "--no-opcua",
+            "--state-dir",
+            str(state_dir),
+            stderr=asyncio.subprocess.PIPE,
+        )
+        try:
+            # Fallback self-consumption: the cabinet covers the 50 kW load.
+            await _wait_for(lambda: cabinet.state.setpoint_kw > 40.0, timeout_s=30.0, what="fallback running")
+            process.send_signal(signal.SIGINT)
+            _, stderr = await asyncio.wait_for(process.communicate(), 15.0)
+        finally:
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+        assert process.returncode == 0, stderr.decode()
+        assert cabinet.state.setpoint_kw == 0.0
+        log = stderr.decode()
+        assert "mode starting -> fallback (self_consumption)" in log and "stopping (writing 0 W)" in log
+        [stop] = read_events(state_dir / "cab-1.sqlite3", "stop")
+        assert "0 W written" in stop.message
+
+
+def test_ems_edge_refuses_bad_input_with_one_line(tmp_path: Path) -> None:
+    site_path, _ = _site(tmp_path, f'\n[opcua]\npki_dir = "{(tmp_path / "no-pki").as_posix()}"\n')
+    unknown = subprocess.run(
+        [*EMS, "edge", "--site", str(site_path), "--cabinet", "cab-9"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert unknown.returncode == 2
+    assert unknown.stderr.strip().count("\n") == 0 and "no cabinet 'cab-9'" in unknown.stderr
+    clock = subprocess.run(
+        [*EMS, "edge", "--site", str(site_path), "--cabinet", "cab-1", "--clock", "sim:yesterday:1"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert clock.returncode == 2 and "clock spec" in clock.stderr
+    no_pki = subprocess.run(
+        [*EMS, "edge", "--site", str(site_path), "--cabinet", "cab-1", "--state-dir", str(tmp_path / "s")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    errors = [line for line in no_pki.stderr.splitlines() if line.startswith("error:")]
+    assert no_pki.returncode == 2, no_pki.stderr
+    assert len(errors) == 1 and "ems certs" in errors[0]
+
+
+def test_bench_edge_reports_timing_and_reaction(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [*EMS, "bench", "edge", "--cycle-ms", "20", "--seconds", "3", "--json", "--seed", "1"],
+        capture_output=True,
+        text=True,
+        timeout=90,
+        env={**os.environ, "TMPDIR": str(tmp_path)},
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["cycles"] >= 100 and report["cycle_ms"] == 20.0
+    assert report["period_p50_ms"] > 15.0
+    assert report["injections"] >= 5 and report["reactions_missed"] == 0
+    assert 0.0 < report["interlock_reaction_p50_ms"] <= report["interlock_reaction_p99_ms"]
