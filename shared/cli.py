@@ -18,9 +18,24 @@ from shared import __version__
 from shared.errors import InputError
 
 # Modules that add top-level subcommands, in help order.
-COMMAND_MODULES: tuple[str, ...] = ("shared.cli_validate",)
+COMMAND_MODULES: tuple[str, ...] = (
+    "shared.cli_validate",
+    "central.cli_optimize",
+    "central.cli_central",
+    "central.cli_upload",
+    "edge.cli_edge",
+    "edge.cli_sim",
+    "shared.cli_certs",
+    "central.cli_demo",
+)
 # Modules that add ``ems bench`` subcommands.
-BENCH_MODULES: tuple[str, ...] = ()
+BENCH_MODULES: tuple[str, ...] = (
+    "edge.bench_edge",
+    "edge.cli_sim",
+    "central.bench_dispatch",
+    "central.bench_push",
+    "central.cli_upload",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -11,7 +11,7 @@ import math
 import tomllib
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Self
+from typing import Annotated, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -131,6 +131,8 @@ class EdgeSettings(_Strict):
     frozen_data_timeout_s: float = Field(default=10.0, gt=0.0)
     setpoint_mismatch_kw: float = Field(default=1.0, gt=0.0)
     state_dir: str = "var/edge"  # SQLite per cabinet: STATE_DIR/CABINET_ID.sqlite3
+    reconnect_min_s: float = Field(default=0.1, gt=0.0)  # first reconnect delay after a lost device
+    reconnect_max_s: float = Field(default=5.0, gt=0.0)  # reconnect delay doubles up to this
 
     @property
     def effective_comm_timeout_ms(self) -> float:
@@ -146,6 +148,10 @@ class CentralSettings(_Strict):
     api_token: str | None = None  # also EMS_API_TOKEN; required for write endpoints
     push_timeout_s: float = Field(default=2.0, gt=0.0)
     solver_time_limit_s: float = Field(default=30.0, gt=0.0)
+    # Keys below: see docs/central.md.
+    telemetry_sample_every_s: float = Field(default=60.0, gt=0.0)  # simulated time
+    telemetry_retention_days: float = Field(default=30.0, gt=0.0)
+    public_reads: bool = False  # reads open on a non-loopback http_address too (else they need the token)
 
     @field_validator("http_address")
     @classmethod
@@ -154,14 +160,45 @@ class CentralSettings(_Strict):
         return value
 
 
+OPCUA_SECURITY_POLICIES = ("Aes256_Sha256_RsaPss", "Aes128_Sha256_RsaOaep", "Basic256Sha256")
+
+
 class OpcUaSettings(_Strict):
-    """Security of the OPC UA link (``[opcua]``)."""
+    """Security and timing of the OPC UA link (``[opcua]``); see docs/opcua.md."""
 
     insecure: bool = False  # security mode None; logged as a warning at every start
     pki_dir: str = "pki"  # ems certs writes own/, trusted/ and users.toml here
     users_file: str | None = None  # default: PKI_DIR/users.toml
     central_username: str = "central"
     central_password_env: str = "EMS_OPCUA_PASSWORD"
+    # SignAndEncrypt policies the edges offer, strongest first; the central uses the first one.
+    security_policies: tuple[str, ...] = Field(default=OPCUA_SECURITY_POLICIES, min_length=1)
+    bind_host: str | None = None  # edge listen address; default: the host of the cabinet's opcua_endpoint
+    telemetry_interval_ms: float = Field(default=100.0, ge=10.0, le=60_000.0)  # edge variable updates
+    publishing_interval_ms: float = Field(default=50.0, ge=10.0, le=60_000.0)  # central subscription
+    request_timeout_s: float = Field(default=5.0, gt=0.0)  # central: connect and read requests
+    reconnect_min_s: float = Field(default=0.5, gt=0.0)  # central: first reconnect delay
+    reconnect_max_s: float = Field(default=10.0, gt=0.0)  # central: backoff cap
+    push_retry_s: float = Field(default=5.0, gt=0.0)  # central: retry of an unanswered push
+
+    @field_validator("security_policies")
+    @classmethod
+    def _policies(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for name in value:
+            if name not in OPCUA_SECURITY_POLICIES:
+                known = ", ".join(OPCUA_SECURITY_POLICIES)
+                raise ValueError(f"unknown security policy {name!r}; known: {known}")
+        _require_unique("security policy", list(value))
+        return value
+
+    @model_validator(mode="after")
+    def _backoff(self) -> Self:
+        if self.reconnect_min_s > self.reconnect_max_s:
+            raise ValueError(
+                f"reconnect_min_s ({self.reconnect_min_s}) must not exceed"
+                f" reconnect_max_s ({self.reconnect_max_s})"
+            )
+        return self
 
 
 class SimSettings(_Strict):
@@ -171,6 +208,14 @@ class SimSettings(_Strict):
     meter_noise_kw: float = Field(default=0.0, ge=0.0)
     control_address: str = "127.0.0.1:15099"  # fault-injection control interface
     profile: str | None = None  # day-ahead file for the load and PV profile; default examples one
+    # Keys below: see docs/simulators.md.
+    heartbeat_timeout_s: float | None = Field(default=None, ge=0.0)  # CtrlHb watchdog; None: [edge]; 0: off
+    watchdog_clock: Literal["wall", "simulated"] = "wall"  # time base of WSetRvrtTms and the CtrlHb watchdog
+    response_time_constant_s: float = Field(default=0.5, gt=0.0)  # PCS first-order response (simulated)
+    thermal_time_constant_s: float = Field(default=1800.0, gt=0.0)  # cabinet temperature (simulated)
+    temperature_rise_at_rated_degc: float = Field(default=15.0, ge=0.0)  # steady rise at rated power
+    step_ms: float = Field(default=10.0, ge=1.0, le=1000.0)  # wall-clock period of the physics task
+    seed: int | None = None  # meter noise random seed; None: different every run
 
     @field_validator("control_address")
     @classmethod

@@ -1,0 +1,140 @@
+"""``ems optimize --site S --day-ahead D [--out plan.json] [--backend highspy|pyomo]``: one dispatch run.
+
+Prints the cost breakdown, the energy per cabinet and the violations, and writes the plan JSON (CONTRACTS
+section 5). Exit codes: 0 with a plan (``optimal`` or ``optimal_with_violations``), 1 when the optimization
+failed (the plan is still written, with status ``failed`` and the reason), 2 on a bad site or day-ahead file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import signal
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TextIO
+
+from shared.errors import InputError, Problem
+
+EXIT_FAILED = 1
+MAX_CABINET_ROWS = 40  # a 1000-cabinet site gets a summary line, the plan has them all
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "optimize",
+        help="economic dispatch of a site over a day-ahead upload; writes the plan",
+        description="Solve the economic dispatch LP (docs/dispatch.md) for a site file and a day-ahead "
+        "upload, print the cost breakdown, energy per cabinet and violations, and write the plan JSON.",
+    )
+    parser.add_argument("--site", type=Path, required=True, help="site file (.toml)")
+    parser.add_argument("--day-ahead", type=Path, required=True, help="day-ahead upload (.json or .csv)")
+    parser.add_argument("--out", type=Path, help="write the plan JSON here (default: do not write)")
+    parser.add_argument(
+        "--backend", choices=("highspy", "pyomo"), default="highspy", help="solver backend (default highspy)"
+    )
+    parser.add_argument(
+        "--time-limit-s", type=float, default=None, help="HiGHS time limit [s] (default: [central] setting)"
+    )
+    parser.add_argument(
+        "--forbid-simultaneous",
+        action="store_true",
+        help="forbid charging and discharging a cabinet in the same interval (MIP)",
+    )
+    parser.add_argument(
+        "--no-aggregate", action="store_true", help="do not merge per-unit identical cabinets (same result)"
+    )
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from central.dispatch import DispatchOptions, solve_dispatch
+    from central.dispatch.optimizer import new_plan_id
+    from shared.dayahead import check_against_site, load_dayahead
+    from shared.site import load_site
+
+    site = load_site(args.site)
+    dayahead = load_dayahead(args.day_ahead)
+    check_against_site(dayahead, site, str(args.day_ahead))
+    time_limit_s = site.central.solver_time_limit_s if args.time_limit_s is None else args.time_limit_s
+    if not (math.isfinite(time_limit_s) and time_limit_s > 0):
+        raise InputError("--time-limit-s", [Problem("", f"must be a positive number, got {time_limit_s}")])
+    options = DispatchOptions(
+        backend=args.backend,
+        time_limit_s=time_limit_s,
+        forbid_simultaneous=args.forbid_simultaneous,
+        aggregate_identical=not args.no_aggregate,
+        interruptible=True,
+    )
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)  # SIGTERM stops HiGHS like Ctrl-C
+    try:
+        print(
+            f"optimizing {len(site.cabinets)} cabinets x {dayahead.steps} intervals of "
+            f"{dayahead.interval_minutes} min ({args.backend}, time limit {time_limit_s:g} s) ...",
+            file=sys.stderr,
+            flush=True,
+        )
+        result = solve_dispatch(site, dayahead, options=options)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    plan = result.to_plan(new_plan_id(dayahead.start), datetime.now(UTC))
+    print_summary(result, dayahead.interval_h, sys.stdout)
+    if args.out is not None:
+        try:
+            args.out.write_text(plan.to_json() + "\n", encoding="utf-8")
+        except OSError as exc:
+            raise InputError(str(args.out), [Problem("", f"cannot write: {exc.strerror or exc}")]) from exc
+        print(f"plan {plan.plan_id} written to {args.out}")
+    return EXIT_FAILED if result.status.value == "failed" else 0
+
+
+def _raise_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def print_summary(result: Any, interval_h: float, out: TextIO) -> None:
+    """The status, the cost breakdown, energy per cabinet and the violations as a short table."""
+    solver = result.solver
+    print(
+        f"status: {result.status.value}   backend: {solver.backend}   build {solver.build_s:.3f} s, "
+        f"solve {solver.solve_s:.3f} s",
+        file=out,
+    )
+    if solver.message:
+        print(f"solver: {solver.message}", file=out)
+    if result.status.value != "failed":
+        objective = result.objective
+        print("\ncost breakdown", file=out)
+        for name in (
+            "energy_cost",
+            "export_revenue",
+            "cycle_cost",
+            "demand_charge",
+            "imbalance_cost",
+            "penalties",
+        ):
+            print(f"  {name:<16}{getattr(objective, name):>14.2f}", file=out)
+        print(f"  {'total':<16}{objective.total:>14.2f}", file=out)
+        charged, discharged = result.energy_kwh(interval_h)
+        width = max(8, *(len(c) for c in result.cabinet_ids))
+        print(
+            f"\n{'cabinet':<{width}}  {'charged kWh':>12}  {'discharged kWh':>14}  {'final SoC %':>11}",
+            file=out,
+        )
+        for b, cabinet_id in enumerate(result.cabinet_ids[:MAX_CABINET_ROWS]):
+            final = float(result.soc_pct[b, -1])
+            print(
+                f"{cabinet_id:<{width}}  {charged[b]:>12.1f}  {discharged[b]:>14.1f}  {final:>11.1f}",
+                file=out,
+            )
+        hidden = len(result.cabinet_ids) - MAX_CABINET_ROWS
+        if hidden > 0:
+            print(
+                f"... and {hidden} more cabinets (all: {charged.sum():.1f} kWh charged, "
+                f"{discharged.sum():.1f} kWh discharged; see the plan)",
+                file=out,
+            )
+    print(f"\nviolations: {len(result.violations) or 'none'}", file=out)
+    for violation in result.violations:
+        print(f"  - {violation}", file=out)

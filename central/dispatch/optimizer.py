@@ -1,0 +1,112 @@
+"""``optimize``: one economic dispatch of a site over a day-ahead horizon, as a plan.
+
+Never raises for bad data, infeasible inputs or solver trouble: an impossible day is solved with penalised
+slacks (status ``optimal_with_violations``, the slacks named in ``violations``); unusable inputs, a
+time-out or a solver failure give status ``failed`` with the reason in ``solver.message`` and
+``violations``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import replace
+from datetime import UTC, datetime
+
+from central.dispatch import aggregation, highs_backend
+from central.dispatch.inputs import DispatchInputError, DispatchInputs, build_inputs
+from central.dispatch.options import DispatchOptions
+from central.dispatch.result import DispatchResult, evaluate, failed_result
+from central.dispatch.solution import LpSolution, failed_solution
+from shared.dayahead import DayAhead
+from shared.plan import Plan, SolverInfo
+from shared.site import SiteConfig
+
+log = logging.getLogger(__name__)
+
+
+def optimize(
+    site: SiteConfig,
+    dayahead: DayAhead,
+    *,
+    options: DispatchOptions | None = None,
+    initial_soc_pct: Mapping[str, float] | None = None,
+    plan_id: str | None = None,
+    created_at: datetime | None = None,
+) -> Plan:
+    """The optimal plan for ``site`` over ``dayahead`` (CONTRACTS sections 4 and 5).
+
+    ``initial_soc_pct`` [%] per cabinet (live telemetry) overrides the upload's; cabinets in neither start at
+    50 %. ``created_at`` defaults to the wall clock (the central service passes its clock's time);
+    ``plan_id`` to a fresh unique id.
+    """
+    result = solve_dispatch(site, dayahead, options=options, initial_soc_pct=initial_soc_pct)
+    created = created_at if created_at is not None else datetime.now(UTC)
+    return result.to_plan(plan_id or new_plan_id(dayahead.start), created)
+
+
+def new_plan_id(start: datetime) -> str:
+    """``plan-YYYYMMDDTHHMMZ-xxxxxxxx``: the horizon start and a random suffix."""
+    return f"plan-{start.astimezone(UTC):%Y%m%dT%H%MZ}-{uuid.uuid4().hex[:8]}"
+
+
+def solve_dispatch(
+    site: SiteConfig,
+    dayahead: DayAhead,
+    *,
+    options: DispatchOptions | None = None,
+    initial_soc_pct: Mapping[str, float] | None = None,
+) -> DispatchResult:
+    """Like :func:`optimize` but returns the typed result (arrays, energy per cabinet, solver objective)."""
+    opts = options if options is not None else DispatchOptions()
+    start_s = time.perf_counter()
+    try:
+        inputs = build_inputs(site, dayahead, initial_soc_pct)
+    except DispatchInputError as exc:
+        solver = SolverInfo(backend=opts.backend, message=f"bad input: {exc}")
+        return failed_result(tuple(site.cabinet_ids), dayahead.start, dayahead.interval_minutes, solver)
+    inputs_s = time.perf_counter() - start_s
+    try:
+        solution = solve_inputs(inputs, opts)
+    except Exception as exc:  # a bug must not take the central service down; it is logged in full
+        log.exception("dispatch optimization failed")
+        solution = failed_solution(f"internal error: {type(exc).__name__}: {exc}")
+    solver = SolverInfo(
+        backend=opts.backend,
+        build_s=inputs_s + solution.build_s,
+        solve_s=solution.solve_s,
+        message=solution.message,
+    )
+    return evaluate(inputs, solution, solver)
+
+
+def solve_inputs(inputs: DispatchInputs, options: DispatchOptions) -> LpSolution:
+    """Solve the LP of ``inputs`` with the chosen backend, aggregating identical cabinets when allowed.
+
+    The time spent grouping and merging cabinets counts as build time.
+    """
+    if not options.aggregate_identical or options.forbid_simultaneous:
+        return _backend_solve(inputs, options)
+    start_s = time.perf_counter()
+    groups = aggregation.group_identical(inputs)
+    if not groups.reduces:
+        return _backend_solve(inputs, options)
+    merged = aggregation.aggregate(inputs, groups)
+    merge_s = time.perf_counter() - start_s
+    solution = aggregation.disaggregate(_backend_solve(merged, options), groups)
+    note = f"; {inputs.cabinets} cabinets solved as {groups.count} per-unit identical groups"
+    return replace(
+        solution,
+        build_s=solution.build_s + merge_s,
+        message=solution.message + (note if solution.ok else ""),
+    )
+
+
+def _backend_solve(inputs: DispatchInputs, options: DispatchOptions) -> LpSolution:
+    if options.backend == "pyomo":
+        from central.dispatch import pyomo_model
+
+        return pyomo_model.solve(inputs, options)
+    return highs_backend.solve(inputs, options)

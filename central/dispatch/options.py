@@ -1,0 +1,76 @@
+"""Options of the economic dispatch: backend, limits and the HiGHS settings chosen by measurement.
+
+The HiGHS defaults here were measured with ``ems bench dispatch`` on a 2-core machine (docs/dispatch.md):
+the dual simplex beats the interior point method (IPX) on this LP at every size tried (100 x 96: 0.6 s vs
+1.5 s; 1000 x 96: 44 s vs 58 s, 43 s without crossover), presolve helps a little, and the parallel dual
+simplex gains nothing on 2 cores. Every solve runs with a time limit.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+Backend = Literal["highspy", "pyomo"]
+LpAlgorithm = Literal["simplex", "ipm", "choose"]
+BACKENDS: tuple[Backend, ...] = ("highspy", "pyomo")
+LP_ALGORITHMS: tuple[LpAlgorithm, ...] = ("simplex", "ipm", "choose")
+
+
+@dataclass(frozen=True)
+class DispatchOptions:
+    """How to solve the dispatch LP.
+
+    - ``backend``: ``highspy`` (direct, fast, default) or ``pyomo`` (the readable reference model).
+    - ``time_limit_s``: HiGHS stops after this [s]; the plan is then ``failed``.
+    - ``forbid_simultaneous``: forbid charging and discharging a cabinet in the same interval. This adds a
+      binary per cabinet and interval (a MIP, solved to ``mip_gap`` within the time limit).
+    - ``mip_gap``: relative MIP gap [-] at which the MIP stops (only with ``forbid_simultaneous``).
+    - ``lp_algorithm``: HiGHS LP algorithm: ``simplex`` (measured fastest), ``ipm`` or ``choose``.
+    - ``presolve``: HiGHS presolve on or off.
+    - ``threads``: HiGHS threads (1: the machine is shared with the edges and the service).
+    - ``aggregate_identical``: solve cabinets with identical per-unit parameters and state as one (exact,
+      see :mod:`central.dispatch.aggregation`), then split the result in proportion to capacity.
+    - ``interruptible``: let Ctrl-C stop HiGHS (``highspy`` backend). For command-line processes only: it
+      takes the GIL at every simplex iteration, so with another busy Python thread (a service's event loop)
+      the solve slows down by orders of magnitude. Off, HiGHS runs without touching the GIL.
+    """
+
+    backend: Backend = "highspy"
+    time_limit_s: float = 30.0
+    forbid_simultaneous: bool = False
+    mip_gap: float = 1e-4
+    lp_algorithm: LpAlgorithm = "simplex"
+    presolve: bool = True
+    threads: int = 1
+    aggregate_identical: bool = True
+    interruptible: bool = False
+
+    def __post_init__(self) -> None:
+        if self.backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
+        if not (math.isfinite(self.time_limit_s) and self.time_limit_s > 0):
+            raise ValueError(f"time_limit_s must be a positive number of seconds, got {self.time_limit_s!r}")
+        if not (math.isfinite(self.mip_gap) and 0.0 <= self.mip_gap < 1.0):
+            raise ValueError(f"mip_gap must be in [0, 1), got {self.mip_gap!r}")
+        if self.lp_algorithm not in LP_ALGORITHMS:
+            raise ValueError(
+                f"lp_algorithm must be one of {', '.join(LP_ALGORITHMS)}, got {self.lp_algorithm!r}"
+            )
+        if not 1 <= self.threads <= 64:
+            raise ValueError(f"threads must be 1-64, got {self.threads!r}")
+
+    def highs_options(self) -> dict[str, bool | int | float | str]:
+        """The HiGHS option values for these options (both backends pass the same ones)."""
+        options: dict[str, bool | int | float | str] = {
+            "time_limit": float(self.time_limit_s),
+            "solver": self.lp_algorithm,
+            "presolve": "on" if self.presolve else "off",
+            "threads": self.threads,
+            "output_flag": False,
+        }
+        if self.forbid_simultaneous:
+            options["mip_rel_gap"] = float(self.mip_gap)
+            del options["solver"]  # the MIP solver picks its own LP algorithm
+        return options

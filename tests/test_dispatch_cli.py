@@ -1,0 +1,187 @@
+"""``ems optimize`` and ``ems bench dispatch``."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from central.bench_dispatch import bench_site
+from shared.cli import main
+from shared.plan import Plan, PlanStatus
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+def test_optimize_prints_the_table_and_writes_the_plan(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "plan.json"
+    code = main(
+        [
+            "optimize",
+            "--site",
+            str(EXAMPLES / "site.toml"),
+            "--day-ahead",
+            str(EXAMPLES / "day-ahead.json"),
+            "--out",
+            str(out),
+        ]
+    )
+    printed = capsys.readouterr().out
+    assert code == 0
+    assert "status: optimal" in printed and "backend: highspy" in printed
+    for row in (
+        "energy_cost",
+        "export_revenue",
+        "cycle_cost",
+        "demand_charge",
+        "imbalance_cost",
+        "penalties",
+    ):
+        assert row in printed
+    assert "cab-3" in printed and "violations: none" in printed
+    plan = Plan.from_json(out.read_text(encoding="utf-8"))
+    assert plan.status is PlanStatus.OPTIMAL
+    assert set(plan.cabinets) == {"cab-1", "cab-2", "cab-3"} and plan.steps == 96
+    assert f"{plan.objective.total:.2f}" in printed
+    assert "Running HiGHS" not in printed
+
+
+def test_optimize_pyomo_backend_gives_the_same_total(tmp_path: Path) -> None:
+    totals = []
+    for backend in ("highspy", "pyomo"):
+        out = tmp_path / f"{backend}.json"
+        args = [
+            "optimize",
+            "--site",
+            str(EXAMPLES / "site.toml"),
+            "--day-ahead",
+            str(EXAMPLES / "day-ahead.json"),
+        ]
+        assert main([*args, "--out", str(out), "--backend", backend]) == 0
+        plan = Plan.from_json(out.read_text(encoding="utf-8"))
+        assert plan.solver.backend == backend
+        totals.append(plan.objective.total)
+    assert totals[0] == pytest.approx(totals[1], rel=1e-6)
+
+
+def test_optimize_refuses_a_bad_day_ahead(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "day.json"
+    data = json.loads((EXAMPLES / "day-ahead.json").read_text(encoding="utf-8"))
+    data["initial_soc_pct"] = {"cab-9": 50.0}
+    bad.write_text(json.dumps(data), encoding="utf-8")
+    code = main(["optimize", "--site", str(EXAMPLES / "site.toml"), "--day-ahead", str(bad)])
+    assert code == 2
+    assert "initial_soc_pct.cab-9: unknown cabinet" in capsys.readouterr().err
+
+
+def test_optimize_failed_solve_exits_1_and_still_writes_the_plan(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "plan.json"
+    args = [
+        "optimize",
+        "--site",
+        str(EXAMPLES / "site.toml"),
+        "--day-ahead",
+        str(EXAMPLES / "day-ahead.json"),
+    ]
+    assert main([*args, "--out", str(out), "--time-limit-s", "1e-5"]) == 1
+    assert "status: failed" in capsys.readouterr().out
+    assert Plan.from_json(out.read_text(encoding="utf-8")).status is PlanStatus.FAILED
+
+
+def test_optimize_refuses_a_bad_time_limit(capsys: pytest.CaptureFixture[str]) -> None:
+    args = [
+        "optimize",
+        "--site",
+        str(EXAMPLES / "site.toml"),
+        "--day-ahead",
+        str(EXAMPLES / "day-ahead.json"),
+    ]
+    assert main([*args, "--time-limit-s", "-1"]) == 2
+    assert "must be a positive number" in capsys.readouterr().err
+
+
+def test_bench_dispatch_json_is_the_last_line() -> None:
+    # A real subprocess: the JSON must be the last stdout line, with no solver banner anywhere.
+    completed = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "shared.cli",
+            "bench",
+            "dispatch",
+            "--cabinets",
+            "3",
+            "--steps",
+            "8",
+            "--repeat",
+            "2",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    lines = completed.stdout.strip().splitlines()
+    report = json.loads(lines[-1])
+    assert report["cabinets"] == 3 and report["steps"] == 8 and report["repeat"] == 2
+    assert report["status"] == "optimal"
+    for key in ("build_s", "solve_s", "total_s", "raw_solve_s"):
+        assert report[key] > 0
+    assert report["objective"] == pytest.approx(report["raw_objective"], rel=1e-6)
+    assert "Running HiGHS" not in completed.stdout
+    assert "run 2/2" in completed.stderr
+
+
+def test_bench_dispatch_refuses_bad_sizes(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["bench", "dispatch", "--cabinets", "0", "--steps", "96"]) == 2
+    assert "--cabinets: must be 1-10000, got 0" in capsys.readouterr().err
+
+
+def _write_site_toml(site: Any, path: Path) -> None:
+    """A site file from a SiteConfig (flat [site] and [[cabinets]] keys only)."""
+
+    def value(item: object) -> str:
+        return f'"{item}"' if isinstance(item, str) else repr(item)
+
+    lines = ["[site]"]
+    lines += [f"{k} = {value(v)}" for k, v in site.site.model_dump(exclude_none=True).items()]
+    for cabinet in site.cabinets:
+        lines += ["", "[[cabinets]]"]
+        lines += [f"{k} = {value(v)}" for k, v in cabinet.model_dump(exclude_none=True).items()]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def test_optimize_stops_on_sigterm(tmp_path: Path) -> None:
+    # 300 cabinets take seconds to solve; SIGTERM right after the progress line must stop HiGHS and exit 130.
+    site, day = bench_site(300, 96)
+    _write_site_toml(site, tmp_path / "site.toml")
+    (tmp_path / "day.json").write_text(day.to_json(), encoding="utf-8")
+    command = [sys.executable, "-m", "shared.cli", "optimize", "--site", str(tmp_path / "site.toml")]
+    process = subprocess.Popen(
+        [*command, "--day-ahead", str(tmp_path / "day.json"), "--out", str(tmp_path / "plan.json")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stderr is not None
+        assert "optimizing 300 cabinets" in process.stderr.readline()
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 130
+    assert "interrupted" in err
+    assert not (tmp_path / "plan.json").exists()
