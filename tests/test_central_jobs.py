@@ -157,3 +157,41 @@ def test_metrics_text_format() -> None:
             current = line.split()[2]
         elif not line.startswith("#"):
             assert line.startswith(current), line
+
+
+def test_replans_of_one_upload_keep_the_end_soc_the_active_plan_promised(tmp_path: Path) -> None:
+    from central.service.jobs import promised_final_soc
+    from central.service.store import StoredPlan
+    from shared.plan import CabinetPlan, ObjectiveBreakdown, Plan, PlanStatus, SolverInfo
+
+    _, site = write_site(tmp_path, 2)
+    site = site.model_copy(
+        update={
+            "cabinets": [site.cabinets[0], site.cabinets[1].model_copy(update={"soc_final_min_pct": 60.0})]
+        }
+    )
+    day = make_dayahead()
+    steps = day.steps
+    plan = Plan(
+        plan_id="p1",
+        created_at=day.start,
+        start=day.start,
+        interval_minutes=day.interval_minutes,
+        status=PlanStatus.OPTIMAL,
+        objective=ObjectiveBreakdown(),
+        grid_kw=[0.0] * steps,
+        pv_used_kw=[0.0] * steps,
+        cabinets={
+            "cab-1": CabinetPlan(setpoint_kw=[0.0] * steps, soc_pct=[50.0] * (steps - 1) + [47.5]),
+            "cab-2": CabinetPlan(setpoint_kw=[0.0] * steps, soc_pct=[60.0] * steps),
+        },
+        solver=SolverInfo(backend="highspy"),
+    )
+    active = StoredPlan(plan, "u1", "upload", day.start)
+    # Same upload, same end: cab-1 keeps 47.5 %; cab-2 has its own configured target.
+    assert promised_final_soc(site, "u1", day, active) == {"cab-1": 47.5}
+    # A plan of another upload, none at all, or a failed one promise nothing.
+    assert promised_final_soc(site, "u2", day, active) == {}
+    assert promised_final_soc(site, "u1", day, None) == {}
+    failed = StoredPlan(plan.model_copy(update={"status": PlanStatus.FAILED}), "u1", "upload", day.start)
+    assert promised_final_soc(site, "u1", day, failed) == {}

@@ -188,3 +188,27 @@ def test_other_lp_algorithms_reach_the_same_optimum(algorithm: str) -> None:
     other = optimize(site, day, options=DispatchOptions(lp_algorithm=algorithm))  # type: ignore[arg-type]
     assert other.status is PlanStatus.OPTIMAL
     assert other.objective.total == pytest.approx(simplex.objective.total, rel=1e-6)
+
+
+@pytest.mark.parametrize("backend", ["highspy", "pyomo"])
+def test_final_soc_override_raises_the_default_terminal_target(backend: str) -> None:
+    # Expensive first hour, cheap later: left alone the cabinet sells down and refills only to its
+    # initial 50 %; told to end at 70 % it buys the extra 20 % of 100 kWh in the cheap hours.
+    site = make_site([{"soc_final_min_pct": None}])
+    day = make_day([50.0, 50.0, 50.0], [0.5, 0.1, 0.1], initial_soc_pct={"cab-1": 50.0})
+    options = DispatchOptions(backend=backend)  # type: ignore[arg-type]
+    default = optimize(site, day, options=options)
+    raised = optimize(site, day, options=options, final_soc_min_pct={"cab-1": 70.0})
+    assert default.cabinets["cab-1"].soc_pct[-1] == pytest.approx(50.0, abs=1e-6)
+    assert raised.cabinets["cab-1"].soc_pct[-1] == pytest.approx(70.0, abs=1e-6)
+    assert raised.objective.total > default.objective.total
+
+
+def test_final_soc_override_leaves_a_configured_target_alone_and_refuses_nonsense() -> None:
+    site = make_site([{"soc_final_min_pct": 40.0}])
+    day = make_day([50.0, 50.0], [0.5, 0.1], initial_soc_pct={"cab-1": 50.0})
+    plan = optimize(site, day, final_soc_min_pct={"cab-1": 80.0})
+    assert plan.cabinets["cab-1"].soc_pct[-1] == pytest.approx(40.0, abs=1e-6)
+    bad = optimize(site, day, final_soc_min_pct={"cab-1": 180.0})
+    assert bad.status is PlanStatus.FAILED
+    assert "final_soc_min_pct.cab-1" in bad.solver.message

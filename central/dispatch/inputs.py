@@ -129,10 +129,18 @@ def initial_soc(
 
 
 def build_inputs(
-    site: SiteConfig, dayahead: DayAhead, live_soc_pct: Mapping[str, float] | None = None
+    site: SiteConfig,
+    dayahead: DayAhead,
+    live_soc_pct: Mapping[str, float] | None = None,
+    final_soc_min_pct: Mapping[str, float] | None = None,
 ) -> DispatchInputs:
-    """Arrays for the LP; raise :class:`DispatchInputError` naming every unusable input."""
-    _check(site, dayahead, live_soc_pct or {})
+    """Arrays for the LP; raise :class:`DispatchInputError` naming every unusable input.
+
+    ``final_soc_min_pct`` [%] replaces the default terminal SoC (the initial SoC) of cabinets whose site
+    entry has no ``soc_final_min_pct``; the central's rolling re-optimization passes the end SoC its active
+    plan promised, so re-planning during the day never lowers the day's end target.
+    """
+    _check(site, dayahead, live_soc_pct or {}, final_soc_min_pct or {})
     soc0 = initial_soc(site, dayahead, live_soc_pct)
     cabinets = site.cabinets
 
@@ -142,7 +150,8 @@ def build_inputs(
     soc_min = column([c.soc_min_pct for c in cabinets])
     soc_max = column([c.soc_max_pct for c in cabinets])
     initial = column([soc0[c.id] for c in cabinets])
-    default_final = np.clip(initial, soc_min, soc_max)
+    override = final_soc_min_pct or {}
+    default_final = np.clip(column([override.get(c.id, soc0[c.id]) for c in cabinets]), soc_min, soc_max)
     final = column(
         [
             float(default_final[i]) if c.soc_final_min_pct is None else c.soc_final_min_pct
@@ -179,13 +188,19 @@ def build_inputs(
     )
 
 
-def _check(site: SiteConfig, dayahead: DayAhead, live_soc_pct: Mapping[str, float]) -> None:
+def _check(
+    site: SiteConfig,
+    dayahead: DayAhead,
+    live_soc_pct: Mapping[str, float],
+    final_soc_min_pct: Mapping[str, float],
+) -> None:
     # The parsers validate uploads, but optimize() is also called with telemetry and hand-made objects.
     problems: list[str] = []
     known = set(site.cabinet_ids)
     for where, soc in (
         ("initial_soc_pct", live_soc_pct),
         ("day-ahead initial_soc_pct", dayahead.initial_soc_pct),
+        ("final_soc_min_pct", final_soc_min_pct),
     ):
         for cabinet_id, value in soc.items():
             if cabinet_id not in known:

@@ -35,14 +35,18 @@ def optimize(
     initial_soc_pct: Mapping[str, float] | None = None,
     plan_id: str | None = None,
     created_at: datetime | None = None,
+    final_soc_min_pct: Mapping[str, float] | None = None,
 ) -> Plan:
     """The optimal plan for ``site`` over ``dayahead`` (CONTRACTS sections 4 and 5).
 
     ``initial_soc_pct`` [%] per cabinet (live telemetry) overrides the upload's; cabinets in neither start at
-    50 %. ``created_at`` defaults to the wall clock (the central service passes its clock's time);
-    ``plan_id`` to a fresh unique id.
+    50 %. ``final_soc_min_pct`` [%] per cabinet replaces the default terminal SoC (the initial SoC) of
+    cabinets without ``soc_final_min_pct`` in the site file. ``created_at`` defaults to the wall clock (the
+    central service passes its clock's time); ``plan_id`` to a fresh unique id.
     """
-    result = solve_dispatch(site, dayahead, options=options, initial_soc_pct=initial_soc_pct)
+    result = solve_dispatch(
+        site, dayahead, options=options, initial_soc_pct=initial_soc_pct, final_soc_min_pct=final_soc_min_pct
+    )
     created = created_at if created_at is not None else datetime.now(UTC)
     return result.to_plan(plan_id or new_plan_id(dayahead.start), created)
 
@@ -58,12 +62,13 @@ def solve_dispatch(
     *,
     options: DispatchOptions | None = None,
     initial_soc_pct: Mapping[str, float] | None = None,
+    final_soc_min_pct: Mapping[str, float] | None = None,
 ) -> DispatchResult:
     """Like :func:`optimize` but returns the typed result (arrays, energy per cabinet, solver objective)."""
     opts = options if options is not None else DispatchOptions()
     start_s = time.perf_counter()
     try:
-        inputs = build_inputs(site, dayahead, initial_soc_pct)
+        inputs = build_inputs(site, dayahead, initial_soc_pct, final_soc_min_pct)
     except DispatchInputError as exc:
         solver = SolverInfo(backend=opts.backend, message=f"bad input: {exc}")
         return failed_result(tuple(site.cabinet_ids), dayahead.start, dayahead.interval_minutes, solver)

@@ -62,6 +62,7 @@ class Optimizer(Protocol):
         initial_soc_pct: Mapping[str, float],
         plan_id: str,
         created_at: datetime,
+        final_soc_min_pct: Mapping[str, float] | None = None,
     ) -> Plan: ...
 
 
@@ -73,6 +74,7 @@ def dispatch_optimizer(
     initial_soc_pct: Mapping[str, float],
     plan_id: str,
     created_at: datetime,
+    final_soc_min_pct: Mapping[str, float] | None = None,
 ) -> Plan:
     """The economic dispatch LP of CONTRACTS section 4 (``central.dispatch``)."""
     from central.dispatch import DispatchOptions, optimize
@@ -84,4 +86,5 @@ def dispatch_optimizer(
         initial_soc_pct=initial_soc_pct,
         plan_id=plan_id,
         created_at=created_at,
+        final_soc_min_pct=final_soc_min_pct,
     )

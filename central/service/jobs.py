@@ -29,7 +29,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 from central.service.interfaces import Fleet, Optimizer, PushOutcomeLike
 from central.service.metrics import Metrics
 from central.service.state import RunResult, ServiceState, SocChoice
-from central.service.store import PushRecord, Store, TelemetrySample
+from central.service.store import PushRecord, Store, StoredPlan, TelemetrySample
 from shared.clock import Clock
 from shared.dayahead import DayAhead
 from shared.edge_api import EdgeTelemetry
@@ -98,6 +98,30 @@ def resolve_initial_soc(
         else:
             choices[cabinet.id] = SocChoice(DEFAULT_SOC_PCT, "default")
     return choices
+
+
+def promised_final_soc(
+    site: SiteConfig, upload_id: str, dayahead: DayAhead, active: StoredPlan | None
+) -> dict[str, float]:
+    """End-of-horizon SoC [%] the active plan of the same upload promised, for cabinets whose site entry
+    has no ``soc_final_min_pct``.
+
+    The LP's default terminal SoC is the horizon's initial SoC; in a rolling re-optimization that is the
+    live SoC, so without this each re-plan could lower the day's end target a little more. Re-plans of
+    one upload therefore keep the end SoC of the plan they replace (the first plan's end SoC is at least
+    the initial SoC of the upload).
+    """
+    if active is None or active.upload_id != upload_id or active.plan.end != dayahead.end:
+        return {}
+    if active.plan.status is PlanStatus.FAILED:
+        return {}
+    return {
+        cabinet.id: active.plan.cabinets[cabinet.id].soc_pct[-1]
+        for cabinet in site.cabinets
+        if cabinet.soc_final_min_pct is None
+        and cabinet.id in active.plan.cabinets
+        and active.plan.cabinets[cabinet.id].soc_pct
+    }
 
 
 def new_plan_id(now: datetime) -> str:
@@ -174,6 +198,7 @@ class Planner:
             self._fleet.connected(),
         )
         soc_pct = {cabinet_id: choice.soc_pct for cabinet_id, choice in soc.items()}
+        final_soc_pct = promised_final_soc(self._site, upload.upload_id, dayahead, self._state.plan)
         horizon = dayahead.tail(first_index, soc_pct)
         plan_id = new_plan_id(started)
         log.info(
@@ -193,6 +218,7 @@ class Planner:
             initial_soc_pct=soc_pct,
             plan_id=plan_id,
             created_at=started,
+            final_soc_min_pct=final_soc_pct,
         )
         optimize_wall_s = time.perf_counter() - wall_start_s
         stored = await asyncio.to_thread(
