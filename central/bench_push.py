@@ -30,6 +30,8 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
+from shared.loopback import loopback_site_toml
+
 PUSH_P99_TARGET_MS = 300.0
 TELEMETRY_P99_TARGET_MS = 200.0
 _READY_TIMEOUT_S = 300.0
@@ -137,44 +139,10 @@ def _prepare(directory: Path, edges: int, policy: str | None) -> tuple[Path, Pat
 
 
 def _site_toml(edges: int, policies: list[str]) -> str:
-    lines = [
-        "[site]",
-        'name = "bench-push"',
-        "grid_import_limit_kw = 10000.0",
-        "grid_export_limit_kw = 10000.0",
-        f'meter_modbus_address = "127.0.0.1:{_free_port()}"',
-        "",
-    ]
-    for index in range(1, edges + 1):
-        lines += [
-            "[[cabinets]]",
-            f'id = "cab-{index}"',
-            "capacity_kwh = 200.0",
-            "charge_limit_kw = 100.0",
-            "discharge_limit_kw = 100.0",
-            "charge_efficiency = 0.95",
-            "discharge_efficiency = 0.95",
-            "soc_min_pct = 10.0",
-            "soc_max_pct = 90.0",
-            f'opcua_endpoint = "opc.tcp://127.0.0.1:{_free_port()}/ems/edge"',
-            f'modbus_address = "127.0.0.1:{_free_port()}"',
-            "",
-        ]
-    lines += ["[opcua]", f"security_policies = {json.dumps(policies)}", ""]
-    return "\n".join(lines)
-
-
-_used_ports: set[int] = set()
-
-
-def _free_port() -> int:
-    while True:
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = int(sock.getsockname()[1])
-        if port not in _used_ports:
-            _used_ports.add(port)
-            return port
+    extra = f"[opcua]\nsecurity_policies = {json.dumps(policies)}\n"
+    return loopback_site_toml(
+        edges, name="bench-push", grid_import_limit_kw=10000.0, grid_export_limit_kw=10000.0, extra=extra
+    )
 
 
 async def _measure(

@@ -18,7 +18,6 @@ import json
 import logging
 import os
 import random
-import socket
 import sys
 import tempfile
 import time
@@ -26,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from edge.timing import percentile
+from shared.loopback import loopback_site_toml
 
 EDGE_RT_PRIORITY = 20
 SIMULATOR_RT_PRIORITY = 19
@@ -88,37 +88,15 @@ def set_realtime_priority(priority: int) -> None:
     os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(priority))
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _site_text(cycle_ms: float, state_dir: Path) -> str:
-    return f"""
-[site]
-name = "bench-edge"
-grid_import_limit_kw = 1000.0
-grid_export_limit_kw = 1000.0
-meter_modbus_address = "127.0.0.1:{_free_port()}"
-fallback_mode = "idle"
-
-[[cabinets]]
-id = "cab-1"
-capacity_kwh = 200.0
-charge_limit_kw = 100.0
-discharge_limit_kw = 100.0
-charge_efficiency = 0.95
-discharge_efficiency = 0.95
-soc_min_pct = 10.0
-soc_max_pct = 90.0
-opcua_endpoint = "opc.tcp://127.0.0.1:{_free_port()}/ems/edge"
-modbus_address = "127.0.0.1:{_free_port()}"
-
-[edge]
-cycle_ms = {cycle_ms}
-state_dir = "{state_dir.as_posix()}"
-"""
+    return loopback_site_toml(
+        1,
+        name="bench-edge",
+        grid_import_limit_kw=1000.0,
+        grid_export_limit_kw=1000.0,
+        site_lines=['fallback_mode = "idle"'],
+        extra=f'[edge]\ncycle_ms = {cycle_ms}\nstate_dir = "{state_dir.as_posix()}"\n',
+    )
 
 
 class _Worker:

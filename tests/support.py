@@ -2,23 +2,12 @@
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 
+from shared.loopback import free_port, loopback_site_toml
 from shared.site import SiteConfig, load_site
 
-_handed_out: set[int] = set()
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that is free now and not handed out before in this test run."""
-    while True:
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = int(sock.getsockname()[1])
-        if port not in _handed_out:
-            _handed_out.add(port)
-            return port
+__all__ = ["free_port", "site_toml", "write_site"]
 
 
 def site_toml(
@@ -31,34 +20,15 @@ def site_toml(
     cabinet_extra: str = "",
 ) -> str:
     """Site TOML with ``cabinets`` cabinets (100 kW / 200 kWh each) on free loopback ports."""
-    lines = [
-        "[site]",
-        f'name = "{name}"',
-        f"grid_import_limit_kw = {grid_import_limit_kw}",
-        f"grid_export_limit_kw = {grid_export_limit_kw}",
-        "demand_charge_per_kw = 0.0",
-        f'meter_modbus_address = "127.0.0.1:{free_port()}"',
-        "",
-    ]
-    for index in range(1, cabinets + 1):
-        lines += [
-            "[[cabinets]]",
-            f'id = "cab-{index}"',
-            "capacity_kwh = 200.0",
-            "charge_limit_kw = 100.0",
-            "discharge_limit_kw = 100.0",
-            "charge_efficiency = 0.95",
-            "discharge_efficiency = 0.95",
-            "soc_min_pct = 10.0",
-            "soc_max_pct = 90.0",
-            "cycle_cost_per_kwh = 0.01",
-            f'opcua_endpoint = "opc.tcp://127.0.0.1:{free_port()}/ems/edge"',
-            f'modbus_address = "127.0.0.1:{free_port()}"',
-            cabinet_extra,
-            "",
-        ]
-    lines.append(extra)
-    return "\n".join(lines) + "\n"
+    return loopback_site_toml(
+        cabinets,
+        name=name,
+        grid_import_limit_kw=grid_import_limit_kw,
+        grid_export_limit_kw=grid_export_limit_kw,
+        site_lines=["demand_charge_per_kw = 0.0"],
+        cabinet_lines=[cabinet_extra] if cabinet_extra else [],
+        extra=extra,
+    )
 
 
 def write_site(directory: Path, cabinets: int = 3, **kwargs: object) -> tuple[Path, SiteConfig]:

@@ -16,7 +16,6 @@ import asyncio
 import json
 import math
 import secrets
-import socket
 import statistics
 import tempfile
 import time
@@ -31,6 +30,7 @@ import httpx
 from central.service.app import API_TOKEN_ENV, CentralService, ServiceConfig
 from central.service.localsite import LocalSite, prepare_security
 from shared.clock import SimulatedClock
+from shared.loopback import free_port, loopback_site_toml
 from shared.site import SiteConfig, load_site
 
 INTERVAL_MINUTES = 15
@@ -67,56 +67,28 @@ class BenchResult:
         return asdict(self)
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def bench_site_toml(directory: Path, cabinets: int) -> str:
-    ports = iter(sorted({_free_port() for _ in range(4 * cabinets + 8)}))
-    lines = [
-        "[site]",
-        'name = "bench-site"',
-        "grid_import_limit_kw = 1000.0",
-        "grid_export_limit_kw = 800.0",
-        f'meter_modbus_address = "127.0.0.1:{next(ports)}"',
-        "",
-    ]
-    for index in range(1, cabinets + 1):
-        lines += [
-            "[[cabinets]]",
-            f'id = "cab-{index}"',
-            "capacity_kwh = 200.0",
-            "charge_limit_kw = 100.0",
-            "discharge_limit_kw = 100.0",
-            "charge_efficiency = 0.95",
-            "discharge_efficiency = 0.95",
-            "soc_min_pct = 10.0",
-            "soc_max_pct = 90.0",
-            "cycle_cost_per_kwh = 0.01",
-            f'opcua_endpoint = "opc.tcp://127.0.0.1:{next(ports)}/ems/edge"',
-            f'modbus_address = "127.0.0.1:{next(ports)}"',
+    extra = "\n".join(
+        [
+            "[edge]",
+            "modbus_timeout_ms = 1000.0",
+            "comm_timeout_ms = 3000.0",
             "",
+            "[central]",
+            f'http_address = "127.0.0.1:{free_port()}"',
+            f'database_path = "{directory / "central.sqlite3"}"',
+            "reoptimize_every_minutes = 1440.0",  # only the uploads make plans during the bench
+            "",
+            "[opcua]",
+            f'pki_dir = "{directory / "pki"}"',
+            "",
+            "[sim]",
+            f'control_address = "127.0.0.1:{free_port()}"',
         ]
-    lines += [
-        "[edge]",
-        "modbus_timeout_ms = 1000.0",
-        "comm_timeout_ms = 3000.0",
-        "",
-        "[central]",
-        f'http_address = "127.0.0.1:{next(ports)}"',
-        f'database_path = "{directory / "central.sqlite3"}"',
-        "reoptimize_every_minutes = 1440.0",  # only the uploads make plans during the bench
-        "",
-        "[opcua]",
-        f'pki_dir = "{directory / "pki"}"',
-        "",
-        "[sim]",
-        f'control_address = "127.0.0.1:{next(ports)}"',
-        "",
-    ]
-    return "\n".join(lines)
+    )
+    return loopback_site_toml(
+        cabinets, name="bench-site", grid_import_limit_kw=1000.0, grid_export_limit_kw=800.0, extra=extra
+    )
 
 
 def dayahead_body(start: datetime, seed: int) -> bytes:

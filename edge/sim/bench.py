@@ -15,7 +15,6 @@ import asyncio
 import os
 import queue
 import signal
-import socket
 import statistics
 import struct
 import subprocess
@@ -29,6 +28,8 @@ from pathlib import Path
 from typing import Any
 
 from edge.sim.control import control_request
+from shared.loopback import free_port, loopback_site_toml
+from shared.site import load_site
 from shared.sunspec.layout import CABINET_MODELS, device_layout, symbol_value
 
 READY_TIMEOUT_S = 30.0
@@ -266,41 +267,18 @@ async def _drive(port: int, settings: BenchSettings, start: float) -> _CabinetLo
 
 
 def _write_site(directory: Path, cabinets: int) -> tuple[Path, list[int], str]:
-    ports = [_free_port() for _ in range(cabinets + 2)]
-    control_address = f"127.0.0.1:{ports[-1]}"
-    lines = [
-        "[site]",
-        'name = "bench-sim"',
-        "grid_import_limit_kw = 5000.0",
-        "grid_export_limit_kw = 5000.0",
-        f'meter_modbus_address = "127.0.0.1:{ports[-2]}"',
-        "",
-    ]
-    for index in range(cabinets):
-        lines += [
-            "[[cabinets]]",
-            f'id = "cab-{index + 1}"',
-            "capacity_kwh = 200.0",
-            "charge_limit_kw = 100.0",
-            "discharge_limit_kw = 100.0",
-            "charge_efficiency = 0.95",
-            "discharge_efficiency = 0.95",
-            "soc_min_pct = 10.0",
-            "soc_max_pct = 90.0",
-            f'opcua_endpoint = "opc.tcp://127.0.0.1:{_free_port()}/ems/edge"',
-            f'modbus_address = "127.0.0.1:{ports[index]}"',
-            "",
-        ]
-    lines += ["[sim]", f'control_address = "{control_address}"', ""]
+    control_address = f"127.0.0.1:{free_port()}"
+    text = loopback_site_toml(
+        cabinets,
+        name="bench-sim",
+        grid_import_limit_kw=5000.0,
+        grid_export_limit_kw=5000.0,
+        extra=f'[sim]\ncontrol_address = "{control_address}"\n',
+    )
     path = directory / "site.toml"
-    path.write_text("\n".join(lines), encoding="utf-8")
-    return path, ports[:cabinets], control_address
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    path.write_text(text, encoding="utf-8")
+    ports = [cabinet.modbus_host_port[1] for cabinet in load_site(path).cabinets]
+    return path, ports, control_address
 
 
 def _wait_ready(child: subprocess.Popen[str], log_path: Path) -> None:
