@@ -598,6 +598,12 @@ class EdgeController:
             self._previous_write_clock_s = self.clock.time_s()
 
     async def _beat(self) -> None:
+        reading = self._last_cabinet
+        if self._beat_connection != self.cabinet.link.connections and reading is not None:
+            # The first beat on a connection must differ from what the device holds: a restarted edge
+            # counting from 1 again could write the value its predecessor left, which the device's
+            # watchdog would not see as a heartbeat.
+            self._heartbeat = reading.control_heartbeat
         self._heartbeat = (self._heartbeat + 1) & 0xFFFF
         await self.cabinet.write_heartbeat(self._heartbeat)
         self._beat_connection = self.cabinet.link.connections

@@ -25,6 +25,7 @@ CABINET_READ_POINTS: Mapping[int, tuple[str, ...]] = {
         "SoC",
         "SoC_SF",
         "Hb",
+        "CtrlHb",
         "State",
         "Evt1",
         "CellVMax",
@@ -165,6 +166,7 @@ class CabinetReading:
     alarm_bits: int  # 802 Evt1
     state: int  # 802 State
     heartbeat: int  # 802 Hb (device's own counter)
+    control_heartbeat: int  # 802 CtrlHb as the device holds it (the last heartbeat written to it)
     setpoint_readback_kw: float  # 704 WSet
     setpoint_enabled: bool  # 704 WSetEna == ENABLED
     setpoint_mode_watts: bool  # 704 WSetMod == WATTS
@@ -192,6 +194,7 @@ def decode_cabinet(image: RegisterImage, models: CabinetModels) -> CabinetReadin
         alarm_bits=image.raw(bat, "Evt1"),
         state=image.raw(bat, "State"),
         heartbeat=image.counter(bat, "Hb"),
+        control_heartbeat=image.counter(bat, "CtrlHb"),
         setpoint_readback_kw=image.scaled(ctl, "WSet") / 1000.0,
         setpoint_enabled=image.raw(ctl, "WSetEna") == WSET_ENABLED,
         setpoint_mode_watts=image.raw(ctl, "WSetMod") == WSET_MODE_WATTS,

@@ -532,3 +532,30 @@ async def test_the_model_chain_is_scanned_so_models_may_sit_anywhere() -> None:
         await good.stop()
         await lacking.stop()
         await server.stop()
+
+
+async def test_restarted_edge_wakes_a_device_in_heartbeat_standby(tmp_path: Path) -> None:
+    # The device's watchdog put it in standby and it still holds the heartbeat value a fresh edge process
+    # would write first (its counter starts again): the new edge must write a value that differs, wake the
+    # device and not trip on the device's COMMUNICATION_ERROR.
+    async with rig(tmp_path, extra="[sim]\nheartbeat_timeout_s = 0.3\n") as r:
+        await r.edge.stop()
+        device = r.sim.cabinet("cab-1")
+        ctrl_hb = device.image.layout.point(802, "CtrlHb")
+        host, port = r.site.cabinet("cab-1").modbus_host_port
+        client = AsyncModbusTcpClient(host, port=port, timeout=1.0)
+        await client.connect()
+        try:
+            await client.write_registers(ctrl_hb.address, encode_value(ctrl_hb, 1), device_id=1)
+        finally:
+            client.close()
+        await wait_for(lambda: device.state.standby, what="device standby after the heartbeat stopped")
+        restarted = EdgeController(r.site, "cab-1", r.clock, state_dir=r.state_dir / "restarted")
+        await restarted.start()
+        try:
+            await wait_for(lambda: restarted.mode is EdgeMode.FALLBACK, what="fallback after start")
+            await wait_for(lambda: not device.state.standby, what="device awake")
+            await asyncio.sleep(10 * CYCLE_MS / 1000.0)
+            assert restarted.mode is EdgeMode.FALLBACK, restarted.telemetry().interlock_reason
+        finally:
+            await restarted.stop()

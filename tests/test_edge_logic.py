@@ -166,6 +166,7 @@ def _reading(**changes: object) -> CabinetReading:
         "alarm_bits": 0,
         "state": symbol_value(802, "State", "CONNECTED"),
         "heartbeat": 1,
+        "control_heartbeat": 0,
         "setpoint_readback_kw": 0.0,
         "setpoint_enabled": True,
         "setpoint_mode_watts": True,
