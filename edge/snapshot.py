@@ -125,7 +125,10 @@ class RegisterImage:
         point = model.point(name)
         if point.sf is None:
             return float(self.raw(model, name))
-        return scale(self.raw(model, name), self.raw(model, point.sf))
+        sf = self.raw(model, point.sf)
+        if not -10 <= sf <= 10:  # SunSpec's range; anything else is garbage, not a huge number
+            raise DeviceDataError(f"{model.model_id}.{point.sf} = {sf} is outside -10..10")
+        return scale(self.raw(model, name), sf)
 
 
 @dataclass(frozen=True)

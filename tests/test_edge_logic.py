@@ -130,6 +130,31 @@ def test_a_needed_point_not_implemented_makes_the_reading_invalid() -> None:
         decode_cabinet(_image_for(models.by_id(), raw, spans), models)  # type: ignore[arg-type]
 
 
+def test_a_scale_factor_outside_sunspec_range_makes_the_reading_invalid() -> None:
+    models = _cabinet_layout()
+    spans = plan_spans(models.read_points())
+    raw = dict(CABINET_RAW)
+    raw[(701, "Tmp_SF")] = 400  # 10**400 would overflow; a real device never sends it
+    with pytest.raises(DeviceDataError, match="Tmp_SF"):
+        decode_cabinet(_image_for(models.by_id(), raw, spans), models)  # type: ignore[arg-type]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.data())
+def test_modbus_garbage_decodes_or_is_refused_as_invalid(data: st.DataObject) -> None:
+    models = _cabinet_layout()
+    spans = plan_spans(models.read_points())
+    blocks = [
+        (span, data.draw(st.lists(st.integers(0, 0xFFFF), min_size=span.count, max_size=span.count)))
+        for span in spans
+    ]
+    try:
+        reading = decode_cabinet(RegisterImage(blocks), models)
+    except DeviceDataError:
+        return
+    assert math.isfinite(reading.temperature_degc) and math.isfinite(reading.soc_pct)
+
+
 def test_meter_power_keeps_its_sign_as_import() -> None:
     layout = device_layout(METER_MODELS)
     models = MeterModels(layout.model(203))
