@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
+from typing import TypeVar
 
 from edge.device_io import Backoff, CabinetDevice, DeviceError, DeviceLink, MeterDevice
 from edge.fallback import fallback_setpoint_kw
@@ -63,6 +64,8 @@ from shared.edge_api import Decision, EdgeMode, EdgeTelemetry
 from shared.schedule import CabinetSchedule
 from shared.site import SiteConfig, parse_host_port
 from shared.sunspec.layout import CABINET_MODELS, METER_MODELS, scale, unscale
+
+_ReadingT = TypeVar("_ReadingT")
 
 log = logging.getLogger(__name__)
 
@@ -440,38 +443,15 @@ class EdgeController:
         return findings, snapshot
 
     async def _read(self) -> _Read:
-        cabinet_result, meter_result = await asyncio.gather(self._read_cabinet(), self._read_meter())
+        cabinet_result, meter_result = await asyncio.gather(
+            _read_device("device", self.cabinet.link, self.cabinet.read),
+            _read_device("meter", self.meter.link, self.meter.read),
+        )
         cabinet, cabinet_problem, cabinet_invalid = cabinet_result
         meter, meter_problem, meter_invalid = meter_result
         problems = tuple(p for p in (cabinet_problem, meter_problem) if p)
         invalid = tuple(p for p in (cabinet_invalid, meter_invalid) if p)
         return _Read(cabinet, meter, problems, invalid)
-
-    async def _read_cabinet(self) -> tuple[CabinetReading | None, str, str]:
-        link = self.cabinet.link
-        if not link.ready:
-            return None, f"device: {link.last_error}", ""
-        try:
-            return await self.cabinet.read(), "", ""
-        except DeviceDataError as exc:
-            return None, "", f"device: {exc}"
-        except DeviceError as exc:
-            if exc.connection_broken:
-                link.lose(str(exc))
-            return None, f"device: {exc}", ""
-
-    async def _read_meter(self) -> tuple[MeterReading | None, str, str]:
-        link = self.meter.link
-        if not link.ready:
-            return None, f"meter: {link.last_error}", ""
-        try:
-            return await self.meter.read(), "", ""
-        except DeviceDataError as exc:
-            return None, "", f"meter: {exc}"
-        except DeviceError as exc:
-            if exc.connection_broken:
-                link.lose(str(exc))
-            return None, f"meter: {exc}", ""
 
     async def _on_new_connection(self, reading: CabinetReading) -> None:
         """First good read on a (re)connection: configure the device-side protections, start afresh."""
@@ -702,3 +682,20 @@ class EdgeController:
         if self._db is None:
             raise RuntimeError("edge is not running")
         return self._db
+
+
+async def _read_device(
+    label: str, link: DeviceLink, read: Callable[[], Awaitable[_ReadingT]]
+) -> tuple[_ReadingT | None, str, str]:
+    """One read of a device: (reading, communication problem, invalid-data problem); never raises
+    :class:`DeviceError`. A broken connection is dropped here (the link reconnects in the background)."""
+    if not link.ready:
+        return None, f"{label}: {link.last_error}", ""
+    try:
+        return await read(), "", ""
+    except DeviceDataError as exc:
+        return None, "", f"{label}: {exc}"
+    except DeviceError as exc:
+        if exc.connection_broken:
+            link.lose(str(exc))
+        return None, f"{label}: {exc}", ""
