@@ -10,6 +10,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from shared.cli_clock import add_clock_option, clock_from_option
+
 if TYPE_CHECKING:
     from shared.clock import Clock
     from shared.site import SiteConfig
@@ -27,24 +29,15 @@ def register(subparsers: Any) -> None:
         "on Ctrl-C or SIGTERM. See docs/central.md.",
     )
     parser.add_argument("--site", type=Path, required=True, help="site file (TOML)")
-    parser.add_argument(
-        "--clock",
-        help="clock spec: 'real' or 'sim:START:SPEED[:ANCHOR_UNIX_S]' (default: $EMS_CLOCK, else real)",
-    )
+    add_clock_option(parser)
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from shared.clock import clock_from_env, clock_from_spec
     from shared.site import load_site
 
-    site = load_site(args.site)  # a bad file raises InputError: `ems` prints it and exits 2
-    try:
-        clock = clock_from_spec(args.clock) if args.clock else clock_from_env()
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return asyncio.run(_serve(site, clock))
+    site = load_site(args.site)  # a bad file or clock raises InputError: `ems` prints it and exits 2
+    return asyncio.run(_serve(site, clock_from_option(args.clock)))
 
 
 async def _serve(site: SiteConfig, clock: Clock) -> int:

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from shared.cli_clock import add_clock_option, clock_from_option
 from shared.errors import InputError, Problem
 
 log = logging.getLogger("edge")
@@ -32,11 +33,7 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument("--site", required=True, type=Path, help="site file (TOML)")
     parser.add_argument("--cabinet", required=True, help="cabinet id in the site file")
-    parser.add_argument(
-        "--clock",
-        default=None,
-        help="'real' or 'sim:START:SPEED[:ANCHOR_UNIX_S]' (default: $EMS_CLOCK, else real)",
-    )
+    add_clock_option(parser)
     parser.add_argument(
         "--state-dir",
         type=Path,
@@ -52,7 +49,6 @@ def register(subparsers: Any) -> None:
 
 
 def _handler(args: argparse.Namespace) -> int:
-    from shared.clock import clock_from_env, clock_from_spec
     from shared.site import load_site
 
     site = load_site(args.site)
@@ -61,10 +57,7 @@ def _handler(args: argparse.Namespace) -> int:
         raise InputError(
             str(args.site), [Problem("cabinets", f"no cabinet {args.cabinet!r} (known: {known})")]
         )
-    try:
-        clock = clock_from_spec(args.clock) if args.clock is not None else clock_from_env()
-    except ValueError as exc:
-        raise InputError("--clock", [Problem("", str(exc))]) from None
+    clock = clock_from_option(args.clock)
     if not args.verbose:
         logging.getLogger("pymodbus").setLevel(logging.CRITICAL)  # our own logs say what failed
         logging.getLogger("asyncua").setLevel(logging.WARNING)

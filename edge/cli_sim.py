@@ -16,6 +16,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from shared.cli_clock import add_clock_option, clock_from_option
+
 if TYPE_CHECKING:
     from edge.sim.site import SiteSimulator
 
@@ -32,10 +34,7 @@ def register(subparsers: Any) -> None:
         "--clear or --status it instead sends that request to a running simulator and exits.",
     )
     parser.add_argument("--site", type=Path, required=True, help="site file (.toml)")
-    parser.add_argument(
-        "--clock",
-        help="clock spec: 'real' or 'sim:START:SPEED[:ANCHOR_UNIX_S]' (default: $EMS_CLOCK, else real)",
-    )
+    add_clock_option(parser)
     parser.add_argument(
         "--profile",
         type=Path,
@@ -135,10 +134,9 @@ def _client_request(args: argparse.Namespace) -> dict[str, Any] | None:
 
 
 def _options(args: argparse.Namespace) -> tuple[Any, Any, dict[str, float]]:
-    from shared.clock import clock_from_env, clock_from_spec
     from shared.dayahead import load_dayahead
 
-    clock = clock_from_spec(args.clock) if args.clock else clock_from_env()
+    clock = clock_from_option(args.clock)
     profile = load_dayahead(args.profile) if args.profile is not None else None
     socs: dict[str, float] = {}
     for item in args.initial_soc:

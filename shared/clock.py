@@ -145,6 +145,8 @@ def clock_from_spec(spec: str) -> RealClock | SimulatedClock:
             start_text, speed_text, anchor_text = parts
             anchor: float | None = float(anchor_text)
         else:
+            if ":" not in body:
+                raise ValueError("expected sim:START:SPEED[:ANCHOR_UNIX_S]")
             start_text, speed_text = body.rsplit(":", 1)
             anchor = None
         return SimulatedClock(parse_utc(start_text), float(speed_text), anchor)

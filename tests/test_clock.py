@@ -39,6 +39,11 @@ def test_spec_round_trip_gives_the_same_timeline() -> None:
     assert clock_from_spec("real").spec() == "real"
 
 
+def test_bad_spec_says_what_is_expected() -> None:
+    with pytest.raises(ValueError, match=r"expected sim:START:SPEED"):
+        clock_from_spec("sim:bad")
+
+
 def test_spec_without_anchor_starts_now() -> None:
     clock = clock_from_spec("sim:2026-11-24T06:00:00Z:10")
     assert abs(clock.time_s() - (START + timedelta(hours=6)).timestamp()) < 5.0
