@@ -1,7 +1,8 @@
 """``ems optimize --site S --day-ahead D [--out plan.json] [--backend highspy|pyomo]``: one dispatch run.
 
-Prints the cost breakdown, the energy per cabinet and the violations, and writes the plan JSON (CONTRACTS
-section 5). Exit codes: 0 with a plan (``optimal`` or ``optimal_with_violations``), 1 when the optimization
+Prints the cost breakdown, the energy per cabinet and the violations, and writes the plan JSON
+(docs/interfaces.md: plan). Exit codes: 0 with a plan (``optimal`` or ``optimal_with_violations``), 1 when
+the optimization
 failed (the plan is still written, with status ``failed`` and the reason), 2 on a bad site or day-ahead file.
 """
 

@@ -28,7 +28,7 @@ def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "upload",
         help="upload a day-ahead file (JSON or CSV) to the central service and print the plan",
-        description="Upload a day-ahead file (.json or .csv, CONTRACTS section 3) to a running central "
+        description="Upload a day-ahead file (.json or .csv) to a running central "
         "service, wait for the plan it makes and print its summary and the push outcome per edge. Exit "
         "status: 0 all edges accepted the plan; 1 stored, but no plan or not every edge accepted it, or "
         "the service is unreachable; 2 refused (problems printed) or bad arguments.",
@@ -169,66 +169,3 @@ def print_run(run: dict[str, Any]) -> int:
             line += f"  ({outcome.get('message', '')})"
         print(line)
     return 0 if all_accepted else 1
-
-
-# ------------------------------------------------------------------------------------------- benchmark
-
-
-def register_bench(bench_subparsers: Any) -> None:
-    parser = bench_subparsers.add_parser(
-        "upload",
-        help="time from a day-ahead upload to every edge running the new schedule",
-        description="Start a throw-away site in this process (simulated devices, edges with secure OPC UA, "
-        "the central service, all on loopback) and time N uploads from the HTTP request until every edge "
-        "runs the new plan. Reports medians; exits 1 when the median misses --target-s. See "
-        "docs/central.md.",
-    )
-    parser.add_argument("--runs", type=int, default=5, help="measured uploads after one warm-up (default 5)")
-    parser.add_argument("--cabinets", type=int, default=3, help="cabinets/edges (default 3)")
-    parser.add_argument("--speed", type=float, default=60.0, help="simulated clock speed (default 60)")
-    parser.add_argument("--target-s", type=float, default=2.0, help="target for the median [s] (default 2)")
-    parser.add_argument("--json", action="store_true", help="print one JSON object as the last line")
-    parser.set_defaults(handler=run_bench)
-
-
-def run_bench(args: argparse.Namespace) -> int:
-    import asyncio
-
-    if not 1 <= args.runs <= 1000 or not 1 <= args.cabinets <= 50:
-        print("error: --runs must be 1-1000 and --cabinets 1-50", file=sys.stderr)
-        return 2
-    if not 1.0 <= args.speed <= 10_000.0 or not args.target_s > 0:
-        print("error: --speed must be 1-10000 and --target-s > 0", file=sys.stderr)
-        return 2
-    # The site's own components log a lot at INFO (connections, pushes): keep the bench output readable.
-    logging.getLogger().setLevel(max(logging.WARNING, logging.getLogger().level))
-    from central.service.bench import run_bench as bench
-
-    def progress(line: str) -> None:
-        print(line, flush=True)
-
-    try:
-        result = asyncio.run(
-            bench(
-                cabinets=args.cabinets,
-                runs=args.runs,
-                speed=args.speed,
-                target_s=args.target_s,
-                progress=progress,
-            )
-        )
-    except (OSError, RuntimeError, TimeoutError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    verdict = "met" if result.target_met else "MISSED"
-    print(
-        f"upload -> all {result.cabinets} edges running: "
-        f"median {result.median_upload_to_all_running_s:.3f} s "
-        f"(min {result.min_upload_to_all_running_s:.3f}, max {result.max_upload_to_all_running_s:.3f}, "
-        f"{result.runs} runs); answer {result.median_upload_to_response_s:.3f} s, optimize "
-        f"{result.median_optimize_s:.3f} s, slowest push {result.median_push_max_ms:.0f} ms; "
-        f"target < {result.target_s:g} s {verdict}"
-    )
-    if args.json:
-        print(json.dumps(result.as_dict()))
-    return 0 if result.target_met else 1

@@ -43,7 +43,7 @@ from shared.sunspec.layout import (
 
 log = logging.getLogger(__name__)
 
-UNIT_ID = 1  # CONTRACTS section 7: unit id 1
+UNIT_ID = 1  # docs/interfaces.md: Modbus devices: unit id 1
 MAX_MODELS_IN_CHAIN = 64  # a device with more is refused rather than scanned forever
 
 

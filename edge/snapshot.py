@@ -14,7 +14,7 @@ from shared.sunspec.layout import ModelLayout, PointDef, decode_value, scale, sy
 
 MAX_REGISTERS_PER_READ = 125  # Modbus function 3 limit
 
-# Points the edge reads every cycle (CONTRACTS section 7), by model.
+# Points the edge reads every cycle (docs/interfaces.md: Modbus devices), by model.
 CABINET_READ_POINTS: Mapping[int, tuple[str, ...]] = {
     701: ("W", "W_SF", "TmpCab", "Tmp_SF"),
     704: ("WSetEna", "WSetMod", "WSet", "WSet_SF"),

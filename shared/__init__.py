@@ -1,6 +1,6 @@
 """Shared models, configuration, units and the clock of hybrid-ems.
 
-Conventions, stated once for the whole project (see ``../shared/CONTRACTS.md`` section 1):
+Conventions, stated once for the whole project (see docs/interfaces.md):
 
 * Units are part of every public name: ``_kw``, ``_kwh``, ``_pct`` (0-100), ``_s``, ``_ms``, ``_degc``,
   ``_v``, ``_per_kwh`` (currency per kWh), ``_per_kw``. Nothing public carries a unit-less power or energy.

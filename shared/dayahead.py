@@ -1,4 +1,4 @@
-"""The day-ahead upload (CONTRACTS section 3), from JSON or CSV, validated whole.
+"""The day-ahead upload (docs/interfaces.md: day-ahead upload), from JSON or CSV, validated whole.
 
 A bad upload is refused whole with the row or field named; the parsers never raise anything but
 :class:`shared.errors.UploadError` on bad input, and never return a half-valid model.

@@ -1,7 +1,7 @@
 """The edge's internal API: what the OPC UA server (and tests) call, and what it publishes.
 
 The edge controller implements :class:`EdgeControl`; the OPC UA server of the same process calls it and
-mirrors :class:`EdgeTelemetry` into the address space of CONTRACTS section 6.
+mirrors :class:`EdgeTelemetry` into the address space of docs/interfaces.md: edge OPC UA server.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The plan (CONTRACTS section 5): output of ``ems optimize`` and of the central service."""
+"""The plan (docs/interfaces.md: plan): output of ``ems optimize`` and of the central service."""
 
 from __future__ import annotations
 

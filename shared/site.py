@@ -1,6 +1,7 @@
 """The site file (TOML): one file describes a whole site; each component reads its own part.
 
-CONTRACTS section 2 fixes ``[site]`` and ``[[cabinets]]``. The optional tables ``[edge]``, ``[central]``,
+docs/interfaces.md: site file fixes ``[site]`` and ``[[cabinets]]``. The optional tables ``[edge]``,
+``[central]``,
 ``[opcua]`` and ``[sim]`` hold tuning with sane defaults; every key is documented in docs/configuration.md.
 Unknown keys are refused (a typo must not silently fall back to a default on a real plant).
 """

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from shared.loopback import free_port, loopback_site_toml
+from lab.loopback import free_port, loopback_site_toml
 from shared.site import SiteConfig, load_site
 
 __all__ = ["free_port", "site_toml", "write_site"]

@@ -25,7 +25,7 @@ import pytest
 
 from central.service.app import CentralService, ServiceConfig
 from central.service.interfaces import Optimizer, dispatch_optimizer
-from central.service.localsite import prepare_security
+from lab.localsite import prepare_security
 from shared.clock import SimulatedClock
 from shared.dayahead import DayAhead
 from shared.plan import Plan
@@ -358,7 +358,7 @@ def test_ems_central_serves_and_stops_on_sigterm(
     site = make_site(tmp_path)
     env = {**ems_env, site.site.opcua.central_password_env: site.password}
     clock = f"sim:2026-11-24T00:05:00Z:60:{time.time()!r}"
-    command = [sys.executable, "-m", "shared.cli", "central", "--site", str(site.path), "--clock", clock]
+    command = [sys.executable, "-m", "ems", "central", "--site", str(site.path), "--clock", clock]
     no_password = {k: v for k, v in env.items() if k != site.site.opcua.central_password_env}
     refused = subprocess.run(command, env=no_password, capture_output=True, text=True, timeout=60)
     assert refused.returncode == 2, refused.stderr
@@ -387,7 +387,7 @@ def test_ems_central_serves_and_stops_on_sigterm(
         assert health.json()["site"] == "test-site"
         # `ems upload` against it: stored and optimized; no edge is running, so exit status 1.
         upload = subprocess.run(
-            [sys.executable, "-m", "shared.cli", "upload", str(EXAMPLES / "day-ahead.csv"), "--url", url],
+            [sys.executable, "-m", "ems", "upload", str(EXAMPLES / "day-ahead.csv"), "--url", url],
             env=env,
             capture_output=True,
             text=True,
@@ -414,7 +414,7 @@ def test_ems_upload_prints_every_problem_of_a_refused_upload(
             bad = tmp_path / "bad.csv"
             bad.write_bytes(csv_with_cell(3, 3, "lots"))
             proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "shared.cli", "upload", str(bad), "--url", svc.url,
+                sys.executable, "-m", "ems", "upload", str(bad), "--url", svc.url,
                 env=dict(ems_env), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
             )  # fmt: skip
             out, err = await asyncio.wait_for(proc.communicate(), timeout=60)

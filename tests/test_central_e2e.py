@@ -22,7 +22,7 @@ import pytest
 import pytest_asyncio
 
 from central.service.app import CentralService
-from central.service.localsite import LocalSite
+from lab.localsite import LocalSite
 from shared.clock import SimulatedClock
 from shared.edge_api import EdgeMode
 from shared.site import SiteConfig
@@ -97,7 +97,7 @@ async def test_json_and_csv_uploads_reach_every_edge(edges: Edges, tmp_path: Pat
     async with central(edges, tmp_path / "central.sqlite3") as (svc, client):
         # JSON through the real `ems upload` command: every edge accepts, exit status 0.
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "shared.cli", "upload", str(EXAMPLES / "day-ahead.json"), "--url", svc.url,
+            sys.executable, "-m", "ems", "upload", str(EXAMPLES / "day-ahead.json"), "--url", svc.url,
             "--token", TOKEN, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
         )  # fmt: skip
         out, err = await asyncio.wait_for(proc.communicate(), timeout=60)

@@ -13,7 +13,7 @@ EXAMPLES = Path(__file__).parent.parent / "examples"
 
 def ems(*args: str | Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "shared.cli", *map(str, args)], capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "ems", *map(str, args)], capture_output=True, text=True, timeout=60
     )
 
 

@@ -1,4 +1,5 @@
-"""Day-ahead uploads: JSON and CSV agree; every refusal of CONTRACTS section 3 names the row or field."""
+"""Day-ahead uploads: JSON and CSV agree; every refusal of docs/interfaces.md: day-ahead upload names the row
+or field."""
 
 from __future__ import annotations
 
@@ -80,7 +81,7 @@ def test_json_round_trip_and_csv_writer() -> None:
     assert parse_dayahead_csv(write_dayahead_csv(parsed)) == parsed
 
 
-# --- every refusal of CONTRACTS section 3, JSON -------------------------------------------------------
+# --- every refusal of docs/interfaces.md: day-ahead upload, JSON ---------------------------------------
 
 
 def test_wrong_length_is_refused() -> None:

@@ -11,16 +11,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from central.demo.checks import central_outage_checks, grid_checks, never_tripped
-from central.demo.costs import evaluate_costs, interval_averages, plan_intervals
-from central.demo.options import resolve_options, truncate
-from central.demo.processes import ChildFailedError, ProcessSupervisor
-from central.demo.records import OFFLINE, CabinetSample, RunRecord, Sample, TimelineEvent
-from central.demo.report import ReportInputs, build_summary, energy_summary, held_durations_s, mode_summary
-from central.demo.scenarios import CENTRAL_OUTAGE, SCENARIOS, ActionKind, timeline
-from central.demo.sitecopy import DemoPaths, PortPicker, rewrite_site
-from central.demo.tomlwrite import dumps
 from central.service.interfaces import dispatch_optimizer
+from lab.demo.checks import central_outage_checks, grid_checks, never_tripped
+from lab.demo.costs import evaluate_costs, interval_averages, plan_intervals
+from lab.demo.options import resolve_options, truncate
+from lab.demo.processes import ChildFailedError, ProcessSupervisor
+from lab.demo.records import OFFLINE, CabinetSample, RunRecord, Sample, TimelineEvent
+from lab.demo.report import ReportInputs, build_summary, energy_summary, held_durations_s, mode_summary
+from lab.demo.scenarios import CENTRAL_OUTAGE, SCENARIOS, ActionKind, timeline
+from lab.demo.sitecopy import DemoPaths, PortPicker, rewrite_site
+from lab.demo.tomlwrite import dumps
 from shared.dayahead import load_dayahead
 from shared.site import load_site
 
@@ -224,7 +224,7 @@ def test_modes_and_energy_in_the_summary() -> None:
 
 
 def test_report_and_plots_from_a_synthetic_run(tmp_path: Path) -> None:
-    from central.demo.plots import write_plots
+    from lab.demo.plots import write_plots
 
     site = load_site(EXAMPLE_SITE)
     window = truncate(load_dayahead(EXAMPLE_DAYAHEAD), 8)

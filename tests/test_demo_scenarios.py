@@ -1,6 +1,6 @@
 """End-to-end: ``ems demo`` runs each scenario with the real processes and its report shows the guarantee.
 
-Each test runs the real command (``python -m shared.cli demo``) for 2 simulated hours at 720x (about
+Each test runs the real command (``python -m ems.cli demo``) for 2 simulated hours at 720x (about
 25-30 s of wall time: certificates, the processes' start-up lead, 10 s of day, the report) and checks
 ``summary.json`` on its raw numbers, not only on the demo's own verdict.
 """
@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from shared.cli import main as cli_main
+from ems.cli import main as cli_main
 
 REPO = Path(__file__).resolve().parents[1]
 HOURS = "2"
@@ -30,7 +30,7 @@ TRANSIENT = {"offline", "starting"}
 
 
 def run_demo(out: Path, scenario: str, *extra: str) -> tuple[int, str, dict[str, Any]]:
-    command = [sys.executable, "-m", "shared.cli", "demo", "--hours", HOURS, "--speed", SPEED]
+    command = [sys.executable, "-m", "ems", "demo", "--hours", HOURS, "--speed", SPEED]
     command += ["--scenario", scenario, "--out", str(out), *extra]
     env = {k: v for k, v in os.environ.items() if k != "EMS_CLOCK"}
     result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=RUN_TIMEOUT_S)
@@ -154,7 +154,7 @@ def test_sigterm_stops_every_child(tmp_path: Path) -> None:
     command = [
         sys.executable,
         "-m",
-        "shared.cli",
+        "ems",
         "demo",
         "--hours",
         HOURS,

@@ -1,4 +1,4 @@
-"""optimize(): the plan it returns (CONTRACTS section 5), initial SoC precedence, failures without
+"""optimize(): the plan it returns (docs/interfaces.md: plan), initial SoC precedence, failures without
 exceptions, the exact aggregation, and the options."""
 
 from __future__ import annotations
@@ -8,10 +8,10 @@ import json
 import numpy as np
 import pytest
 
-from central.bench_dispatch import bench_site
 from central.dispatch import DispatchOptions, optimize, solve_dispatch
 from central.dispatch.aggregation import aggregate, group_identical
 from central.dispatch.inputs import build_inputs
+from lab.bench.dispatch import bench_site
 from shared.plan import Plan, PlanStatus
 from tests.test_dispatch_hand import START, make_day, make_site
 

@@ -10,10 +10,10 @@ import highspy
 import numpy as np
 import pytest
 
-from central.bench_dispatch import bench_site
 from central.dispatch import DispatchOptions, highs_runtime, solve_dispatch
 from central.dispatch import highs_backend as backend
 from central.dispatch.inputs import build_inputs
+from lab.bench.dispatch import bench_site
 from tests.test_dispatch_equivalence import check_feasible, random_case
 from tests.test_dispatch_hand import make_day, make_site
 

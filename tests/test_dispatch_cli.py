@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from central.bench_dispatch import bench_site
-from shared.cli import main
+from ems.cli import main
+from lab.bench.dispatch import bench_site
 from shared.plan import Plan, PlanStatus
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
@@ -115,7 +115,7 @@ def test_bench_dispatch_json_is_the_last_line() -> None:
         [
             sys.executable,
             "-m",
-            "shared.cli",
+            "ems",
             "bench",
             "dispatch",
             "--cabinets",
@@ -166,7 +166,7 @@ def test_optimize_stops_on_sigterm(tmp_path: Path) -> None:
     site, day = bench_site(300, 96)
     _write_site_toml(site, tmp_path / "site.toml")
     (tmp_path / "day.json").write_text(day.to_json(), encoding="utf-8")
-    command = [sys.executable, "-m", "shared.cli", "optimize", "--site", str(tmp_path / "site.toml")]
+    command = [sys.executable, "-m", "ems", "optimize", "--site", str(tmp_path / "site.toml")]
     process = subprocess.Popen(
         [*command, "--day-ahead", str(tmp_path / "day.json"), "--out", str(tmp_path / "plan.json")],
         stdout=subprocess.PIPE,

@@ -16,13 +16,13 @@ from pymodbus.client import AsyncModbusTcpClient
 from edge.controller import EdgeController
 from edge.interlocks import Condition
 from edge.persistence import read_events
-from edge.sim import SiteSimulator
 from shared.clock import Clock, RealClock, SimulatedClock
 from shared.dayahead import DayAhead
 from shared.edge_api import EdgeMode
 from shared.schedule import CabinetSchedule
 from shared.site import SiteConfig, load_site
 from shared.sunspec.layout import encode_value
+from simulators import SiteSimulator
 from tests.support import site_toml
 
 CYCLE_MS = 20.0
@@ -459,9 +459,9 @@ class _PlainDevice:
     """A SunSpec device with a register image only (no physics), served like the simulators."""
 
     def __init__(self, model_ids: tuple[int, ...]) -> None:
-        from edge.sim.faults import CommFaults
-        from edge.sim.registers import RegisterImage
         from shared.sunspec.layout import device_layout
+        from simulators.faults import CommFaults
+        from simulators.registers import RegisterImage
 
         layout = device_layout(model_ids)
         scale_factors = {
@@ -486,7 +486,7 @@ class _PlainDevice:
 
 async def test_the_model_chain_is_scanned_so_models_may_sit_anywhere() -> None:
     from edge.device_io import Backoff, CabinetDevice, DeviceLink
-    from edge.sim.server import DeviceServer
+    from simulators.server import DeviceServer
     from tests.support import free_port
 
     device = _PlainDevice((1, 802, 704, 701))  # not the simulators' order

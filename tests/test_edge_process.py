@@ -14,14 +14,14 @@ from pathlib import Path
 
 from edge.controller import EdgeController
 from edge.persistence import read_events
-from edge.sim import SiteSimulator
 from shared.clock import RealClock
 from shared.edge_api import EdgeMode
 from shared.site import SiteConfig
+from simulators import SiteSimulator
 from tests.support import write_site
 from tests.test_edge_controller import flat_profile, record_writes
 
-EMS = [sys.executable, "-m", "shared.cli"]
+EMS = [sys.executable, "-m", "ems"]
 EDGE_SETTINGS = """
 [edge]
 cycle_ms = 20.0

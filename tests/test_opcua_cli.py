@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.cli import main
+from ems.cli import main
 from shared.opcua.common import central_application_uri, edge_application_uri
 from shared.opcua.pki import CENTRAL_NODE, edge_node, load_identity, pki_layout
 from shared.opcua.users import Role, load_users, verify_password

@@ -17,7 +17,8 @@ from asyncua.crypto import security_policies
 from asyncua.ua.uaerrors import UaError
 
 from central.edge_link import EdgeFleet, PushStatus
-from edge.opcua import EdgeOpcUaServer, InMemoryEdgeControl
+from edge.opcua import EdgeOpcUaServer
+from lab.memory_edge import InMemoryEdgeControl
 from shared.clock import RealClock
 from shared.edge_api import Decision, EdgeMode, EdgeTelemetry
 from shared.errors import ConfigError
@@ -254,7 +255,7 @@ async def test_push_and_read_back(site: SiteConfig, pki_dir: Path) -> None:
         assert central.telemetry()["cab-1"].soc_pct == 61.5  # type: ignore[union-attr]
         assert central.connected() == {"cab-1": True, "cab-2": True, "cab-3": False}
 
-        # The address space as a third-party viewer sees it (CONTRACTS section 6).
+        # The address space as a third-party viewer sees it (docs/interfaces.md: edge OPC UA server).
         viewer = await connect(site, pki_dir, user="ui", password=VIEWER_PASSWORD)
         try:
             cabinet, _ = await cabinet_node(viewer)

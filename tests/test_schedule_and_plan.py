@@ -1,4 +1,4 @@
-"""Cabinet schedules (refusals, interval lookup) and the plan JSON (CONTRACTS section 5)."""
+"""Cabinet schedules (refusals, interval lookup) and the plan JSON (docs/interfaces.md: plan)."""
 
 from __future__ import annotations
 

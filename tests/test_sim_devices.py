@@ -14,11 +14,11 @@ import pytest
 import sunspec2.modbus.client as sunspec_client
 from pymodbus.client import AsyncModbusTcpClient
 
-from edge.sim import SiteSimulator
 from shared.clock import ManualClock, SimulatedClock
 from shared.dayahead import DayAhead
 from shared.site import SiteConfig
 from shared.sunspec.layout import CABINET_MODELS, decode_value, device_layout, symbol_value
+from simulators import SiteSimulator
 from tests.support import write_site
 
 START = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)

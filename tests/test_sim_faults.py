@@ -20,12 +20,12 @@ from hypothesis import strategies as st
 from pymodbus.client import AsyncModbusTcpClient
 from pymodbus.exceptions import ModbusException
 
-from edge.sim import ControlError, SiteSimulator, control_request
-from edge.sim.control import handle_request
-from edge.sim.faults import CabinetFaults, CommFaults, FaultName
 from shared.clock import ManualClock
 from shared.site import parse_host_port
 from shared.sunspec.layout import CABINET_MODELS, METER_MODELS, decode_value, device_layout, symbol_value
+from simulators import ControlError, SiteSimulator, control_request
+from simulators.control import handle_request
+from simulators.faults import CabinetFaults, CommFaults, FaultName
 from tests.support import free_port, write_site
 
 START = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
@@ -375,7 +375,7 @@ def test_ems_sim_process_serves_takes_faults_from_another_process_and_stops_on_s
     command = [
         sys.executable,
         "-m",
-        "edge.sim",
+        "simulators",
         "--site",
         str(site_path),
         "--clock",
@@ -438,7 +438,7 @@ def test_ems_sim_process_serves_takes_faults_from_another_process_and_stops_on_s
 def test_ems_sim_refuses_bad_options_with_one_line(tmp_path: Path) -> None:
     site_path, _ = write_site(tmp_path, 1)
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    base = [sys.executable, "-m", "edge.sim", "--site", str(site_path)]
+    base = [sys.executable, "-m", "simulators", "--site", str(site_path)]
     for extra, reason in [
         (["--clock", "fast"], "clock spec"),
         (["--initial-soc", "cab-1"], "expected CABINET=PCT"),

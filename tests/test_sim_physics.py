@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edge.sim.physics import OCV_CURVE, BatteryParams, BatteryPhysics, ocv_cell_v
+from simulators.physics import OCV_CURVE, BatteryParams, BatteryPhysics, ocv_cell_v
 
 
 def params(**overrides: float) -> BatteryParams:
@@ -40,7 +40,7 @@ def test_charge_discharge_cycle_balances_energy_with_losses() -> None:
     run(physics, 60.0, 1800.0)  # discharge 30 min
     run(physics, 0.0, 60.0)
     charged, discharged = physics.charged_ac_kwh, physics.discharged_ac_kwh
-    # stored += 0.95 * AC in; AC out = 0.90 * taken from the store (CONTRACTS section 4)
+    # stored += 0.95 * AC in; AC out = 0.90 * taken from the store (docs/interfaces.md: economic dispatch)
     expected_kwh = start_kwh + 0.95 * charged - discharged / 0.90
     assert physics.energy_kwh == pytest.approx(expected_kwh, abs=1e-9)
     # Roughly 40 kWh in and 30 kWh out (less the response ramps): the cycle lost energy.

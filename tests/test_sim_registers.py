@@ -6,14 +6,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edge.sim.registers import (
+from shared.sunspec.layout import BASE_ADDRESS, CABINET_MODELS, device_layout, symbol_value
+from simulators.registers import (
     ILLEGAL_DATA_ADDRESS,
     ILLEGAL_DATA_VALUE,
     RegisterImage,
     WriteRefused,
     fit_scale_factor,
 )
-from shared.sunspec.layout import BASE_ADDRESS, CABINET_MODELS, device_layout, symbol_value
 
 
 def cabinet_image(w_sf: int = 1) -> RegisterImage:

@@ -1,4 +1,5 @@
-"""Economic dispatch of a site's cabinets: the LP of CONTRACTS section 4, solved into a plan (section 5).
+"""Economic dispatch of a site's cabinets: the LP of docs/interfaces.md: economic dispatch, solved into a
+plan (section 5).
 
 ``optimize(site, dayahead, options=..., initial_soc_pct=..., plan_id=..., created_at=...) -> Plan`` is the
 entry point; ``DispatchOptions`` chooses the backend (direct ``highspy`` by default, ``pyomo`` for the

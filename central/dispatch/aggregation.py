@@ -2,7 +2,8 @@
 
 Two cabinets are *per-unit identical* when they have the same charge and discharge C-rate (limit [kW] /
 capacity [kWh]), the same efficiencies, SoC window, terminal SoC, initial SoC and cycle cost; their sizes may
-differ. For such a group the LP of CONTRACTS section 4 is exactly the LP with one cabinet of the group's
+differ. For such a group the LP of docs/interfaces.md: economic dispatch is exactly the LP with one cabinet
+of the group's
 summed capacity and limits:
 
 - any solution of the individual cabinets sums to a feasible solution of the group cabinet with the same

@@ -1,6 +1,7 @@
 """The fast backend: the dispatch LP built column-wise from numpy arrays and solved in ``highspy``.
 
-The same LP as :mod:`central.dispatch.pyomo_model` (CONTRACTS section 4), variable for variable, built
+The same LP as :mod:`central.dispatch.pyomo_model` (docs/interfaces.md: economic dispatch), variable for
+variable, built
 without a Python loop per nonzero: every constraint family adds its coefficients as whole arrays
 (coordinate triplets), and one stable sort by column turns them into the compressed column form HiGHS takes.
 

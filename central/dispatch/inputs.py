@@ -3,7 +3,7 @@
 Everything both backends need, in LP units: power [kW], energy [kWh], prices [currency/kWh] and the
 interval length [h]. Cabinet arrays have shape (B,), series shape (T,).
 
-Decisions where CONTRACTS section 4 is silent (documented in docs/dispatch.md):
+Decisions where docs/interfaces.md: economic dispatch is silent (documented in docs/dispatch.md):
 
 - initial SoC of a cabinet: the ``initial_soc_pct`` argument (live telemetry), else the upload's
   ``initial_soc_pct``, else 50 %;

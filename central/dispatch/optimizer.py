@@ -37,7 +37,7 @@ def optimize(
     created_at: datetime | None = None,
     final_soc_min_pct: Mapping[str, float] | None = None,
 ) -> Plan:
-    """The optimal plan for ``site`` over ``dayahead`` (CONTRACTS sections 4 and 5).
+    """The optimal plan for ``site`` over ``dayahead`` (docs/interfaces.md: economic dispatch, plan).
 
     ``initial_soc_pct`` [%] per cabinet (live telemetry) overrides the upload's; cabinets in neither start at
     50 %. ``final_soc_min_pct`` [%] per cabinet replaces the default terminal SoC (the initial SoC) of

@@ -1,4 +1,5 @@
-"""The reference formulation: the dispatch LP of CONTRACTS section 4 as a readable Pyomo model.
+"""The reference formulation: the dispatch LP of docs/interfaces.md: economic dispatch as a readable Pyomo
+model.
 
 Build, solve and extract are separate steps; every constraint family is one small function. Stored energy
 is a recursion over intervals (never running sums). The direct backend

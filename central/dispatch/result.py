@@ -54,7 +54,7 @@ class DispatchResult:
         return self.charge_kw.sum(axis=1) * interval_h, self.discharge_kw.sum(axis=1) * interval_h
 
     def to_plan(self, plan_id: str, created_at: datetime) -> Plan:
-        """The plan (CONTRACTS section 5). A failed plan has empty series."""
+        """The plan (docs/interfaces.md: plan). A failed plan has empty series."""
         setpoints = self.setpoint_kw.tolist()
         socs = self.soc_pct.tolist()
         cabinets = {

@@ -1,4 +1,4 @@
-"""The central's OPC UA link to the edges (CONTRACTS section 6); see docs/opcua.md."""
+"""The central's OPC UA link to the edges (docs/interfaces.md: edge OPC UA server); see docs/opcua.md."""
 
 from central.edge_link.fleet import EdgeFleet, central_credentials
 from central.edge_link.outcome import PushOutcome, PushStatus

@@ -1,9 +1,10 @@
 """The HTTP API (FastAPI; OpenAPI document at ``/openapi.json``, interactive docs at ``/docs``).
 
 Endpoints:
-- ``POST /api/v1/day-ahead``: a JSON or CSV day-ahead upload (CONTRACTS section 3); starts an optimization
+- ``POST /api/v1/day-ahead``: a JSON or CSV day-ahead upload (docs/interfaces.md: day-ahead upload); starts
+  an optimization
   and by default waits for its plan and push outcomes.
-- ``GET /api/v1/plan/latest``: the active plan, exactly the plan document of CONTRACTS section 5.
+- ``GET /api/v1/plan/latest``: the active plan, exactly the plan document of docs/interfaces.md: plan.
 - ``GET /api/v1/cabinets``: per edge: connection, telemetry, mode, last push outcome.
 - ``POST /api/v1/optimize``: re-optimize now.
 - ``GET /healthz``: liveness and a status summary (jobs, edges, active upload and plan).
@@ -177,7 +178,7 @@ class HealthOut(_Out):
 
 
 class DayAheadJson(BaseModel):
-    """The JSON form of a day-ahead upload (CONTRACTS section 3); for the OpenAPI document."""
+    """The JSON form of a day-ahead upload (docs/interfaces.md); for the OpenAPI document."""
 
     start: str = Field(examples=["2026-11-24T00:00:00Z"], description="UTC, ISO 8601 with Z")
     interval_minutes: int = Field(ge=1, le=1440)
@@ -399,7 +400,7 @@ def create_app(service: CentralService) -> FastAPI:
     @app.get(
         "/api/v1/plan/latest",
         dependencies=read,
-        summary="The active plan (CONTRACTS section 5)",
+        summary="The active plan (docs/interfaces.md: plan)",
         response_model=Plan,
         responses={404: {"model": ErrorOut, "description": "No plan yet"}},
     )

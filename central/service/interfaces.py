@@ -76,7 +76,7 @@ def dispatch_optimizer(
     created_at: datetime,
     final_soc_min_pct: Mapping[str, float] | None = None,
 ) -> Plan:
-    """The economic dispatch LP of CONTRACTS section 4 (``central.dispatch``)."""
+    """The economic dispatch LP of docs/interfaces.md: economic dispatch (``central.dispatch``)."""
     from central.dispatch import DispatchOptions, optimize
 
     return optimize(

@@ -1,6 +1,5 @@
-"""The edge's OPC UA server (CONTRACTS section 6); see docs/opcua.md."""
+"""The edge's OPC UA server (the address space and methods of docs/interfaces.md); see docs/opcua.md."""
 
-from edge.opcua.memory_control import InMemoryEdgeControl
 from edge.opcua.server import EdgeOpcUaServer
 
-__all__ = ["EdgeOpcUaServer", "InMemoryEdgeControl"]
+__all__ = ["EdgeOpcUaServer"]

@@ -1,4 +1,5 @@
-"""The two methods of the ``Cabinet`` object: argument declarations and decoding (CONTRACTS section 6).
+"""The two methods of the ``Cabinet`` object: argument declarations and decoding (docs/interfaces.md: edge
+OPC UA server).
 
 ``WriteSchedule(ScheduleId: String, Start: DateTime, IntervalSeconds: UInt32, SetpointsKw: Double[])`` and
 ``ResetInterlock()`` both return ``(Accepted: Boolean, Message: String)``. Arguments of the wrong type or

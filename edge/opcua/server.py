@@ -1,4 +1,5 @@
-"""The edge's OPC UA server: the ``Cabinet`` address space of CONTRACTS section 6, secure by default.
+"""The edge's OPC UA server: the ``Cabinet`` address space of docs/interfaces.md: edge OPC UA server, secure
+by default.
 
 Security (docs/opcua.md): SignAndEncrypt endpoints only (``[opcua] security_policies``), client certificates
 checked against ``trusted/clients`` at CreateSession and again at ActivateSession for the certificate the

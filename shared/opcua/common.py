@@ -1,4 +1,5 @@
-"""The edge address space of CONTRACTS section 6, shared by the edge server and the central client.
+"""The edge address space of docs/interfaces.md: edge OPC UA server, shared by the edge server and the
+central client.
 
 Names, the namespace URI, the endpoint path and the application URIs live here, as does the mapping between
 :class:`shared.edge_api.EdgeTelemetry` and the variable values, so both ends agree by construction.
@@ -71,7 +72,7 @@ def endpoint_path_problem(endpoint: str) -> str | None:
     """Why ``endpoint`` is not ``opc.tcp://HOST:PORT/ems/edge``, or None."""
     path = urlsplit(endpoint).path.rstrip("/")
     if path != ENDPOINT_PATH:
-        return f"endpoint {endpoint!r} must have the path {ENDPOINT_PATH} (CONTRACTS section 6), not {path!r}"
+        return f"endpoint {endpoint!r} must have the path {ENDPOINT_PATH} (docs/interfaces.md), not {path!r}"
     return None
 
 
