@@ -25,6 +25,9 @@ from shared.site import SiteConfig
 from shared.timeutil import NotUtcError, format_utc, parse_utc
 
 MAX_STEPS = 20_160  # two weeks of minutes; more is a mistake, not a forecast
+# Timestamps a parser accepts at all (the central narrows this to a window around now).
+MIN_YEAR = 1970
+MAX_YEAR = 9000
 SERIES_FIELDS = ("import_price_per_kwh", "export_price_per_kwh", "load_kw", "pv_kw", "grid_commitment_kw")
 REQUIRED_SERIES = ("import_price_per_kwh", "load_kw")
 NON_NEGATIVE_SERIES = ("load_kw", "pv_kw")
@@ -130,6 +133,8 @@ def parse_dayahead_json(text: str | bytes, source: str = "upload") -> DayAhead:
         raw = json.loads(text)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise UploadError(source, [Problem("", f"not valid JSON: {exc}")]) from exc
+    except ValueError as exc:  # e.g. an integer of more digits than Python converts
+        raise UploadError(source, [Problem("", "not valid JSON: a number has too many digits")]) from exc
     except RecursionError as exc:
         raise UploadError(source, [Problem("", "not valid JSON: nested too deeply")]) from exc
     if not isinstance(raw, dict):
@@ -164,7 +169,13 @@ def _field_interval(value: object, problems: list[Problem]) -> int | None:
     if value is None:
         problems.append(Problem("interval_minutes", "missing"))
         return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or value != int(value):
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        problems.append(Problem("interval_minutes", "must be a whole number of minutes"))
+        return None
+    if isinstance(value, float) and not math.isfinite(value):
+        problems.append(Problem("interval_minutes", f"must be a whole number of minutes, got {_show(value)}"))
+        return None
+    if value != int(value):
         problems.append(Problem("interval_minutes", "must be a whole number of minutes"))
         return None
     if not 1 <= int(value) <= 1440:
@@ -344,6 +355,13 @@ def _assemble(
             if value < 0:
                 problems.append(Problem(f"{name}[{index}]", f"must not be negative, got {value:g}"))
                 break
+    if start is not None and interval is not None and lengths:
+        try:
+            horizon_end = start + timedelta(minutes=interval * max(lengths.values()))
+        except OverflowError:
+            horizon_end = None
+        if horizon_end is None or horizon_end.year > MAX_YEAR or start.year < MIN_YEAR:
+            problems.append(Problem("start", f"must lie between the years {MIN_YEAR} and {MAX_YEAR}"))
     if problems or start is None or interval is None:
         raise UploadError(source, problems or [Problem("", "incomplete upload")])
     load = series["load_kw"]

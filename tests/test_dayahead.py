@@ -295,3 +295,46 @@ def test_csv_parser_never_crashes_on_csvish_garbage(lines: list[str]) -> None:
     except UploadError:
         return
     _assert_valid_model(model)
+
+
+# --- values that crashed the parser (an HTTP 500 in the central) --------------------------------------
+
+
+@pytest.mark.parametrize("literal", ["NaN", "Infinity", "-Infinity", "1e400", "1" + "0" * 5000])
+def test_non_finite_or_huge_interval_is_refused(literal: str) -> None:
+    text = json.dumps(upload()).replace('"interval_minutes": 15', f'"interval_minutes": {literal}')
+    with pytest.raises(UploadError) as info:
+        parse_dayahead_json(text)
+    assert info.value.problems[0].location in ("interval_minutes", "")
+
+
+@pytest.mark.parametrize("start", ["9999-12-31T23:00:00Z", "0001-01-01T00:00:00Z", "1969-12-31T00:00:00Z"])
+def test_start_beyond_the_calendar_is_refused(start: str) -> None:
+    assert "start: must lie between the years" in refused_json(upload(start=start))
+
+
+json_scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(10**5000), max_value=10**5000),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=30),
+    st.sampled_from(["9999-12-31T23:45:00Z", "0001-01-01T00:00:00Z", "3000-01-01T00:00:00Z"]),
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.sampled_from(sorted(upload())), st.one_of(json_scalars, st.lists(json_scalars, max_size=4)))
+def test_any_json_value_in_any_field_is_parsed_or_refused(key: str, value: object) -> None:
+    data = upload()
+    data[key] = value
+    try:
+        text = json.dumps(data)
+    except ValueError:  # an integer json cannot print: not an upload anyone can send
+        return
+    try:
+        model = parse_dayahead_json(text)
+    except UploadError as exc:
+        assert exc.problems
+        return
+    _assert_valid_model(model)
