@@ -14,6 +14,7 @@ from types import TracebackType
 
 from edge.controller import EdgeController
 from edge.opcua import EdgeOpcUaServer
+from lab.loopback import opcua_node_cache_dir
 from shared.clock import Clock
 from shared.dayahead import DayAhead
 from shared.edge_api import EdgeMode, EdgeTelemetry
@@ -57,7 +58,9 @@ class LocalEdge:
         await controller.start()
         self.controller = controller
         try:
-            server = EdgeOpcUaServer(self.site, self.cabinet_id, controller, self.clock, self.pki_dir)
+            server = EdgeOpcUaServer(
+                self.site, self.cabinet_id, controller, self.clock, self.pki_dir, opcua_node_cache_dir()
+            )
             await server.start()
         except BaseException:
             await self.stop()

@@ -30,7 +30,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from lab.loopback import loopback_site_toml
+from lab.loopback import loopback_site_toml, opcua_node_cache_dir
 
 PUSH_P99_TARGET_MS = 300.0
 TELEMETRY_P99_TARGET_MS = 200.0
@@ -337,7 +337,9 @@ async def _edge_host_main(site_path: Path, pki_dir: Path, pipe: Connection) -> N
     started = time.perf_counter()
     try:
         for cabinet in site.cabinets:
-            server = EdgeOpcUaServer(site, cabinet.id, controls[cabinet.id], clock, pki_dir)
+            server = EdgeOpcUaServer(
+                site, cabinet.id, controls[cabinet.id], clock, pki_dir, opcua_node_cache_dir()
+            )
             await server.start()
             servers.append(server)
         pipe.send(("ready", time.perf_counter() - started))
