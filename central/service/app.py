@@ -28,16 +28,17 @@ from central.service.metrics import CONTENT_TYPE, Metrics, Snapshot, render
 from central.service.state import RunResult, ServiceState
 from central.service.store import Store, StoredUpload
 from shared.clock import Clock
-from shared.dayahead import check_against_site, parse_dayahead
+from shared.dayahead import MAX_UPLOAD_BYTES, UploadFormat, check_against_site, parse_dayahead
 from shared.edge_api import EdgeTelemetry
 from shared.errors import ConfigError, Problem, UploadError
+from shared.plausibility import Finding, Severity, check_dayahead, check_site, refused_problems
 from shared.site import SiteConfig, parse_host_port
 from shared.timeutil import format_utc
 
 log = logging.getLogger(__name__)
 
 API_TOKEN_ENV = "EMS_API_TOKEN"
-MAX_UPLOAD_BYTES = 8 * 1024 * 1024  # two weeks of minute values fit in well under 2 MiB
+STRICT_SETTING = "[central] strict_plausibility"
 HTTP_SHUTDOWN_TIMEOUT_S = 2
 
 
@@ -87,6 +88,7 @@ class AcceptedUpload:
 
     upload: StoredUpload
     run: asyncio.Future[RunResult]
+    findings: tuple[Finding, ...] = ()  # plausibility warnings and notes (docs/configuration.md)
 
 
 class CentralService:
@@ -136,6 +138,7 @@ class CentralService:
     async def _start(self, stack: AsyncExitStack) -> None:
         from central.edge_link import EdgeFleet
 
+        self._check_site()
         store = await asyncio.to_thread(Store, self.config.database_path)
         stack.callback(store.close)
         self._store = store
@@ -292,6 +295,11 @@ class CentralService:
                     raise UploadError("upload", [Problem("", f"larger than {MAX_UPLOAD_BYTES} bytes")])
                 dayahead = await asyncio.to_thread(parse_dayahead, raw, fmt, "upload")
                 check_against_site(dayahead, self.site, "upload")
+                findings = check_dayahead(dayahead, self.site, UploadFormat(fmt))
+                strict = self.site.central.strict_plausibility
+                refused = refused_problems(findings, strict=strict, strict_by=STRICT_SETTING)
+                if refused:
+                    raise UploadError("upload", refused)
                 if dayahead.end <= now:
                     covers = f"{format_utc(dayahead.start)} to {format_utc(dayahead.end)}"
                     over = f"the upload covers {covers}, which is over (now {format_utc(now)})"
@@ -313,13 +321,24 @@ class CentralService:
                 format_utc(dayahead.start),
                 format_utc(dayahead.end),
             )
-            return AcceptedUpload(stored, self.jobs.request_run(TRIGGER_UPLOAD))
+            _log_findings(f"upload {upload_id}", findings)
+            return AcceptedUpload(stored, self.jobs.request_run(TRIGGER_UPLOAD), tuple(findings))
 
     def request_optimization(self, trigger: str) -> asyncio.Future[RunResult]:
         return self.jobs.request_run(trigger)
 
     def next_run_times(self) -> dict[str, datetime | None]:
         return self.jobs.next_run_times()
+
+    def _check_site(self) -> None:
+        """Refuse to start on a site whose plan would aim where the edges trip (and, when strict, on any
+        plausibility warning); log the warnings otherwise."""
+        findings = check_site(self.site)
+        strict = self.site.central.strict_plausibility
+        refused = refused_problems(findings, strict=strict, strict_by=STRICT_SETTING)
+        if refused:
+            raise ConfigError("site file", refused)
+        _log_findings("site file", findings)
 
     def _log_restored(self) -> None:
         upload, plan = self.state.upload, self.state.plan
@@ -364,6 +383,12 @@ def _listen(host: str, port: int) -> socket.socket:
         sock.close()
         raise OSError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
     return sock
+
+
+def _log_findings(subject: str, findings: list[Finding]) -> None:
+    for finding in findings:
+        level = logging.INFO if finding.severity is Severity.NOTE else logging.WARNING
+        log.log(level, "%s: %s: %s", subject, finding.severity.value, finding)
 
 
 def _clock_name(clock: Clock) -> str:
