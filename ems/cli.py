@@ -21,7 +21,7 @@ from typing import Any
 
 from shared import __version__
 from shared.errors import InputError
-from shared.logs import configure_logging
+from shared.logs import add_log_options, configure_logging, log_options
 
 
 class Extra(StrEnum):
@@ -131,7 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="hybrid-ems: centralized optimization, distributed execution for battery storage sites.",
     )
     parser.add_argument("--version", action="version", version=f"hybrid-ems {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    add_log_options(parser)
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for command in COMMANDS:
         _register(subparsers, command, "register")
@@ -147,8 +147,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    configure_logging(verbose=args.verbose)
     try:
+        configure_logging(log_options(args))
         code: int = args.handler(args)
     except InputError as exc:
         for line in exc.lines():
