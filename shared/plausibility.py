@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from shared.dayahead import DayAhead, UploadFormat
-from shared.errors import Problem
+from shared.errors import ConfigError, Problem, UploadError
 from shared.site import CabinetConfig, SiteConfig
 from shared.units import ProbableUnit
 
@@ -335,3 +335,23 @@ def refused_problems(findings: Iterable[Finding], *, strict: bool, strict_by: st
             text += f" (refused: {strict_by})"
         problems.append(Problem(finding.location, text))
     return problems
+
+
+def accept_site(site: SiteConfig, *, strict: bool, strict_by: str, source: str) -> list[Finding]:
+    """The site's findings, when none of them refuses it; a :class:`ConfigError` naming each refusal."""
+    findings = check_site(site)
+    refused = refused_problems(findings, strict=strict, strict_by=strict_by)
+    if refused:
+        raise ConfigError(source, refused)
+    return findings
+
+
+def accept_dayahead(
+    dayahead: DayAhead, site: SiteConfig, fmt: UploadFormat, *, strict: bool, strict_by: str, source: str
+) -> list[Finding]:
+    """The upload's findings, when none of them refuses it; an :class:`UploadError` naming each refusal."""
+    findings = check_dayahead(dayahead, site, fmt)
+    refused = refused_problems(findings, strict=strict, strict_by=strict_by)
+    if refused:
+        raise UploadError(source, refused)
+    return findings

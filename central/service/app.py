@@ -31,14 +31,14 @@ from shared.clock import Clock
 from shared.dayahead import MAX_UPLOAD_BYTES, UploadFormat, check_against_site, parse_dayahead
 from shared.edge_api import EdgeTelemetry
 from shared.errors import ConfigError, Problem, UploadError
-from shared.plausibility import Finding, Severity, check_dayahead, check_site, refused_problems
+from shared.plausibility import Finding, Severity, accept_dayahead, accept_site
 from shared.site import SiteConfig, parse_host_port
 from shared.timeutil import format_utc
 
 log = logging.getLogger(__name__)
 
 API_TOKEN_ENV = "EMS_API_TOKEN"
-STRICT_SETTING = "[central] strict_plausibility"
+STRICT = "[central] strict_plausibility"
 HTTP_SHUTDOWN_TIMEOUT_S = 2
 
 
@@ -115,6 +115,7 @@ class CentralService:
         self._http_port = config.http_port
         self._stopped = asyncio.Event()
         self._upload_lock = asyncio.Lock()
+        self._strict = site.central.strict_plausibility
 
     # ------------------------------------------------------------------------------------- life cycle
 
@@ -138,7 +139,9 @@ class CentralService:
     async def _start(self, stack: AsyncExitStack) -> None:
         from central.edge_link import EdgeFleet
 
-        self._check_site()
+        # A site whose plan would aim where the edges trip (when strict: any warning) starts nothing.
+        site_findings = accept_site(self.site, strict=self._strict, strict_by=STRICT, source="site file")
+        _log_findings("site file", site_findings)
         store = await asyncio.to_thread(Store, self.config.database_path)
         stack.callback(store.close)
         self._store = store
@@ -295,15 +298,21 @@ class CentralService:
                     raise UploadError("upload", [Problem("", f"larger than {MAX_UPLOAD_BYTES} bytes")])
                 dayahead = await asyncio.to_thread(parse_dayahead, raw, fmt, "upload")
                 check_against_site(dayahead, self.site, "upload")
-                findings = check_dayahead(dayahead, self.site, UploadFormat(fmt))
-                strict = self.site.central.strict_plausibility
-                refused = refused_problems(findings, strict=strict, strict_by=STRICT_SETTING)
-                if refused:
-                    raise UploadError("upload", refused)
                 if dayahead.end <= now:
                     covers = f"{format_utc(dayahead.start)} to {format_utc(dayahead.end)}"
-                    over = f"the upload covers {covers}, which is over (now {format_utc(now)})"
+                    over = (
+                        f"the upload covers {covers}, which is over (now {format_utc(now)}); "
+                        "`ems upload FILE --start today` re-dates a file"
+                    )
                     raise UploadError("upload", [Problem("start", over)])
+                findings = accept_dayahead(
+                    dayahead,
+                    self.site,
+                    UploadFormat(fmt),
+                    strict=self._strict,
+                    strict_by=STRICT,
+                    source="upload",
+                )
             except UploadError as exc:
                 self.metrics.upload(False)
                 log.warning("upload refused: %s", "; ".join(exc.lines()))
@@ -329,16 +338,6 @@ class CentralService:
 
     def next_run_times(self) -> dict[str, datetime | None]:
         return self.jobs.next_run_times()
-
-    def _check_site(self) -> None:
-        """Refuse to start on a site whose plan would aim where the edges trip (and, when strict, on any
-        plausibility warning); log the warnings otherwise."""
-        findings = check_site(self.site)
-        strict = self.site.central.strict_plausibility
-        refused = refused_problems(findings, strict=strict, strict_by=STRICT_SETTING)
-        if refused:
-            raise ConfigError("site file", refused)
-        _log_findings("site file", findings)
 
     def _log_restored(self) -> None:
         upload, plan = self.state.upload, self.state.plan
