@@ -181,8 +181,8 @@ def print_run(run: dict[str, Any]) -> int:
     guessed = [cab for cab, c in soc.items() if c.get("source") == "default"]
     if guessed:
         print(
-            f"  warning: no initial SoC for {', '.join(guessed)}: not in the upload and no live SoC from the "
-            f"edge; planned from {soc[guessed[0]]['soc_pct']:g} %"
+            f"  warning: {', '.join(guessed)} planned from the default SoC {soc[guessed[0]]['soc_pct']:g} %: "
+            "no live SoC from the edge, and the upload gives none for the start of this horizon"
         )
     header = ("cabinet", "push", "first kW", "max dis kW", "max ch kW", "final SoC")
     print("  {:<12} {:<12} {:>9} {:>10} {:>10} {:>9}".format(*header))

@@ -93,9 +93,8 @@ def log_options(args: argparse.Namespace) -> LogOptions:
     )
 
 
-def configure_logging(options: LogOptions | None = None, *, verbose: bool = False) -> None:
+def configure_logging(options: LogOptions) -> None:
     """Root logging for a command: INFO (DEBUG with ``verbose``) to stderr or a rotating file."""
-    options = options or LogOptions(verbose=verbose)
     handler = _handler(options)
     handler.setFormatter(logging.Formatter(LOG_FORMAT))
     handler.addFilter(LibraryChatterFilter())

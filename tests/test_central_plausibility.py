@@ -176,6 +176,8 @@ async def test_the_example_on_the_real_clock_with_ems_upload_start(files: SiteFi
         code, out, err = await ems_upload(svc, str(EXAMPLES / "day-ahead.csv"), "--start", "now")
         assert code == 1, (out, err)
         assert "note: initial_soc_pct: a CSV upload carries no initial SoC" in out
+        # No edge is running: the plan starts from the default, and `ems upload` says so.
+        assert "warning: cab-1, cab-2, cab-3 planned from the default SoC 50 %" in out
         stored = svc.state.upload
         assert stored is not None and stored.dayahead.interval_minutes == 15
         start = stored.dayahead.start
