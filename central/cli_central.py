@@ -44,6 +44,10 @@ async def _serve(site: SiteConfig, clock: Clock) -> int:
     from central.service.app import CentralService, ServiceConfig
     from shared.errors import InputError
 
+    # APScheduler logs every job run at INFO (several per second at high clock speeds); the service logs
+    # what matters itself.
+    if not logging.getLogger().isEnabledFor(logging.DEBUG):
+        logging.getLogger("apscheduler").setLevel(logging.WARNING)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     signals = (signal.SIGINT, signal.SIGTERM)

@@ -36,6 +36,7 @@ LIBRARY_LOGGERS = (
     "sunspec2",
 )
 DEFAULT_LOG_MAX_MB = 10.0
+_INSTALLED: list[logging.Handler] = []  # the handler configure_logging added (replaced on a second call)
 DEFAULT_LOG_BACKUPS = 5
 
 
@@ -94,15 +95,24 @@ def log_options(args: argparse.Namespace) -> LogOptions:
 
 
 def configure_logging(options: LogOptions) -> None:
-    """Root logging for a command: INFO (DEBUG with ``verbose``) to stderr or a rotating file."""
+    """Root logging for a command: INFO (DEBUG with ``verbose``) to stderr or a rotating file.
+
+    Like :func:`logging.basicConfig`, it leaves alone a process whose logging someone else has set up (a
+    test harness or an application embedding ``ems``), unless a log file is asked for.
+    """
+    root = logging.getLogger()
+    foreign = [h for h in root.handlers if h not in _INSTALLED]
+    if foreign and options.file is None:
+        return
     handler = _handler(options)
     handler.setFormatter(logging.Formatter(LOG_FORMAT))
     handler.addFilter(LibraryChatterFilter())
-    root = logging.getLogger()
-    for old in list(root.handlers):
+    while _INSTALLED:
+        old = _INSTALLED.pop()
         root.removeHandler(old)
         old.close()
     root.addHandler(handler)
+    _INSTALLED.append(handler)
     root.setLevel(logging.DEBUG if options.verbose else logging.INFO)
     for name in LIBRARY_LOGGERS:
         # Without -v the libraries do not even build their INFO records (cheap on a 10 ms control loop).
