@@ -31,8 +31,9 @@ def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "upload",
         help="upload a day-ahead file (JSON or CSV) to the central service and print the plan",
-        description="Upload a day-ahead file (.json or .csv) to a running central "
-        "service, wait for the plan it makes and print its summary and the push outcome per edge. Exit "
+        description="Upload a day-ahead file (.json or .csv) to a running central service (re-dated first "
+        "with --start), wait for the plan it makes and print its summary, the service's plausibility "
+        "warnings and the push outcome per edge. Exit "
         "status: 0 all edges accepted the plan; 1 stored, but no plan or not every edge accepted it, or "
         "the service is unreachable; 2 refused (problems printed) or bad arguments.",
     )
