@@ -1,7 +1,8 @@
-"""``ems upload FILE [--url URL] [--token T]``: hand a day-ahead file to the central service.
+"""``ems upload FILE [--url URL] [--token T] [--start now|today|ISO]``: hand a day-ahead file to the central.
 
-The file goes to ``POST /api/v1/day-ahead`` byte for byte (the service validates it); the command waits
-for the resulting plan and prints its summary and the push outcome of every edge.
+The file goes to ``POST /api/v1/day-ahead`` byte for byte (the service validates it), or with ``--start``
+re-dated to that start (same intervals and values); the command waits for the resulting plan and prints
+its summary, the service's plausibility warnings and the push outcome of every edge.
 
 Exit status: 0 plan made and accepted by every edge; 1 the upload was stored but the plan failed, is still
 being made, or an edge did not accept it, or the service could not be reached; 2 the upload was refused
@@ -12,24 +13,27 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import sys
 from pathlib import Path
 from typing import Any
 
+from shared.cli_clock import add_clock_option, clock_from_option
+from shared.redate import START_HELP
+
 DEFAULT_URL = "http://127.0.0.1:8080"
 URL_ENV = "EMS_CENTRAL_URL"
 TOKEN_ENV = "EMS_API_TOKEN"
-CONTENT_TYPES = {".json": "application/json", ".csv": "text/csv"}
+CONTENT_TYPES = {"json": "application/json", "csv": "text/csv"}
 
 
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "upload",
         help="upload a day-ahead file (JSON or CSV) to the central service and print the plan",
-        description="Upload a day-ahead file (.json or .csv) to a running central "
-        "service, wait for the plan it makes and print its summary and the push outcome per edge. Exit "
+        description="Upload a day-ahead file (.json or .csv) to a running central service (re-dated first "
+        "with --start), wait for the plan it makes and print its summary, the service's plausibility "
+        "warnings and the push outcome per edge. Exit "
         "status: 0 all edges accepted the plan; 1 stored, but no plan or not every edge accepted it, or "
         "the service is unreachable; 2 refused (problems printed) or bad arguments.",
     )
@@ -50,23 +54,20 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--json", action="store_true", help="print the service's JSON answer as the last line"
     )
+    parser.add_argument(
+        "--start",
+        metavar="WHEN",
+        help=f"re-date the file before sending it: {START_HELP}; the intervals and values stay",
+    )
+    add_clock_option(parser)  # what "now" and "today" mean
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
     import httpx
 
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # not one INFO line per request
     path: Path = args.file
-    content_type = CONTENT_TYPES.get(path.suffix.lower())
-    if content_type is None:
-        print(f"error: {path}: a day-ahead file must end in .json or .csv", file=sys.stderr)
-        return 2
-    try:
-        body = path.read_bytes()
-    except OSError as exc:
-        print(f"error: {path}: cannot read: {exc.strerror or exc}", file=sys.stderr)
-        return 2
+    body, content_type = _body(path, args.start, args.clock)  # InputError: printed by `ems`, exit 2
     url, token = _target(args)
     if not token:
         print(
@@ -95,6 +96,20 @@ def run(args: argparse.Namespace) -> int:
     return code
 
 
+def _body(path: Path, start: str | None, clock_spec: str | None) -> tuple[bytes, str]:
+    """What to send and its Content-Type: the file as it is, or re-dated to ``start``."""
+    from shared.dayahead import parse_dayahead, read_upload_file, render_dayahead, upload_format
+
+    fmt = upload_format(path)
+    raw = read_upload_file(path)
+    if start is not None:
+        from shared.redate import redate
+
+        dayahead = redate(parse_dayahead(raw, fmt, str(path)), start, clock_from_option(clock_spec).now())
+        raw = render_dayahead(dayahead, fmt).encode()
+    return raw, CONTENT_TYPES[fmt]
+
+
 def _target(args: argparse.Namespace) -> tuple[str, str | None]:
     url: str | None = args.url or os.environ.get(URL_ENV)
     token: str | None = args.token or os.environ.get(TOKEN_ENV)
@@ -117,10 +132,7 @@ def _json(response: Any) -> dict[str, Any]:
 
 def _report(path: Path, status: int, answer: dict[str, Any]) -> int:
     if status == 422:
-        print(f"refused: {answer.get('detail', 'upload refused')}", file=sys.stderr)
-        for problem in answer.get("problems", []):
-            where = problem.get("location") or "(upload)"
-            print(f"  {where}: {problem.get('message')}", file=sys.stderr)
+        _print_refusal(path, answer)
         return 2
     if status not in (201, 202):
         print(f"error: HTTP {status}: {answer.get('detail', '')}", file=sys.stderr)
@@ -130,11 +142,24 @@ def _report(path: Path, status: int, answer: dict[str, Any]) -> int:
         f"upload {upload['upload_id']} accepted ({upload['format']}): {upload['steps']} x "
         f"{upload['interval_minutes']} min from {upload['start']} to {upload['end']}"
     )
+    for finding in answer.get("warnings", []):
+        print(f"{finding.get('severity', 'warning')}: {finding.get('location')}: {finding.get('message')}")
     run = answer.get("run")
     if run is None:
         print("plan: still being made; see GET /api/v1/plan/latest")
         return 1
     return print_run(run)
+
+
+def _print_refusal(path: Path, answer: dict[str, Any]) -> None:
+    """One line per problem (the service's ``detail`` repeats the first one, so it is shown only when the
+    answer lists no problems)."""
+    problems = answer.get("problems") or []
+    if not problems:
+        print(f"refused: {path}: {answer.get('detail', 'upload refused')}", file=sys.stderr)
+    for problem in problems:
+        where = problem.get("location") or "(upload)"
+        print(f"refused: {path}: {where}: {problem.get('message')}", file=sys.stderr)
 
 
 def print_run(run: dict[str, Any]) -> int:
@@ -154,6 +179,12 @@ def print_run(run: dict[str, Any]) -> int:
     if soc:
         shown = ", ".join(f"{cab} {c['soc_pct']:.1f} % ({c['source']})" for cab, c in soc.items())
         print(f"  initial SoC: {shown}")
+    guessed = [cab for cab, c in soc.items() if c.get("source") == "default"]
+    if guessed:
+        print(
+            f"  warning: {', '.join(guessed)} planned from the default SoC {soc[guessed[0]]['soc_pct']:g} %: "
+            "no live SoC from the edge, and the upload gives none for the start of this horizon"
+        )
     header = ("cabinet", "push", "first kW", "max dis kW", "max ch kW", "final SoC")
     print("  {:<12} {:<12} {:>9} {:>10} {:>10} {:>9}".format(*header))
     all_accepted = True

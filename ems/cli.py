@@ -21,7 +21,7 @@ from typing import Any
 
 from shared import __version__
 from shared.errors import InputError
-from shared.logs import configure_logging
+from shared.logs import add_log_options, configure_logging, log_options
 
 
 class Extra(StrEnum):
@@ -123,8 +123,21 @@ def _register(subparsers: Any, command: Command, register_name: str, chosen: boo
     parser.set_defaults(handler=_gate(command, missing))
 
 
+# Root options that take a value (``ems --log-file F central ...``): their values are not command names.
+_VALUE_OPTIONS = ("--log-file", "--log-max-mb", "--log-backups")
+
+
 def _positionals(argv: Sequence[str]) -> list[str]:
-    return [arg for arg in argv if not arg.startswith("-")]
+    words: list[str] = []
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg in _VALUE_OPTIONS:
+            skip = True
+        elif not arg.startswith("-"):
+            words.append(arg)
+    return words
 
 
 def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
@@ -137,7 +150,7 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
         epilog='A role in brackets must be installed first: pip install "hybrid-ems[ROLE]".',
     )
     parser.add_argument("--version", action="version", version=f"hybrid-ems {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    add_log_options(parser)
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for command in COMMANDS:
         _register(subparsers, command, "register", words is None or words[:1] == [command.name])
@@ -154,8 +167,8 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     arguments = list(sys.argv[1:] if argv is None else argv)
     args = build_parser(arguments).parse_args(arguments)
-    configure_logging(verbose=args.verbose)
     try:
+        configure_logging(log_options(args))
         code: int = args.handler(args)
     except InputError as exc:
         for line in exc.lines():

@@ -17,6 +17,7 @@ from typing import Annotated, Literal, Self
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from shared.errors import ConfigError, Problem, pydantic_location
+from shared.units import ProbableUnit
 
 
 class _Strict(BaseModel):
@@ -97,14 +98,23 @@ class CabinetConfig(_Strict):
         if self.soc_min_pct >= self.soc_max_pct:
             raise ValueError(
                 f"soc_min_pct ({self.soc_min_pct}) must be below soc_max_pct ({self.soc_max_pct})"
+                + self._fraction_hint()
             )
         final = self.soc_final_min_pct
         if final is not None and not self.soc_min_pct <= final <= self.soc_max_pct:
             raise ValueError(
                 f"soc_final_min_pct ({final}) must lie in [soc_min_pct, soc_max_pct]"
-                f" = [{self.soc_min_pct}, {self.soc_max_pct}]"
+                f" = [{self.soc_min_pct}, {self.soc_max_pct}]" + self._fraction_hint()
             )
         return self
+
+    def _fraction_hint(self) -> str:
+        """Why a SoC window is inconsistent when one of its values was given as a fraction 0-1."""
+        values = {"soc_min_pct": self.soc_min_pct, "soc_max_pct": self.soc_max_pct}
+        if self.soc_final_min_pct is not None:
+            values["soc_final_min_pct"] = self.soc_final_min_pct
+        fractions = [f"{key} {value:g}" for key, value in values.items() if 0.0 < value <= 1.0]
+        return f" ({', '.join(fractions)}: {ProbableUnit.FRACTION.value})" if fractions else ""
 
     @property
     def opcua_host_port(self) -> tuple[str, int]:
@@ -153,6 +163,7 @@ class CentralSettings(_Strict):
     telemetry_sample_every_s: float = Field(default=60.0, gt=0.0)  # simulated time
     telemetry_retention_days: float = Field(default=30.0, gt=0.0)
     public_reads: bool = False  # reads open on a non-loopback http_address too (else they need the token)
+    strict_plausibility: bool = False  # refuse uploads (and start) on plausibility warnings, not only errors
 
     @field_validator("http_address")
     @classmethod

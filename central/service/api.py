@@ -124,10 +124,20 @@ class RunOut(_Out):
     push: dict[str, PushOut]
 
 
+class FindingOut(_Out):
+    location: str = Field(description="Field, series index or key the finding is about")
+    message: str = Field(description="What is implausible, and the unit probably meant")
+    severity: str = Field(description="warning | note (an error refuses the upload)")
+    kind: str = Field(description="wrong_unit | load_beyond_supply | edge_hard_limit | no_initial_soc")
+
+
 class UploadResultOut(_Out):
     upload: UploadOut
     run: RunOut | None = Field(description="The optimization the upload started; null while it still runs")
     message: str
+    warnings: list[FindingOut] = Field(
+        default_factory=list, description="Plausibility warnings and notes of the accepted upload"
+    )
 
 
 class TelemetryOut(_Out):
@@ -393,7 +403,13 @@ def create_app(service: CentralService) -> FastAPI:
             f"; {run.message}" if run is not None else "; optimizing"
         )
         body = UploadResultOut(
-            upload=upload_view(accepted.upload), run=None if run is None else run_view(run), message=message
+            upload=upload_view(accepted.upload),
+            run=None if run is None else run_view(run),
+            message=message,
+            warnings=[
+                FindingOut(location=f.location, message=f.text, severity=f.severity, kind=f.kind)
+                for f in accepted.findings
+            ],
         )
         return JSONResponse(body.model_dump(mode="json"), status_code=201 if run is not None else 202)
 

@@ -28,16 +28,17 @@ from central.service.metrics import CONTENT_TYPE, Metrics, Snapshot, render
 from central.service.state import RunResult, ServiceState
 from central.service.store import Store, StoredUpload
 from shared.clock import Clock
-from shared.dayahead import check_against_site, parse_dayahead
+from shared.dayahead import MAX_UPLOAD_BYTES, UploadFormat, check_against_site, parse_dayahead
 from shared.edge_api import EdgeTelemetry
 from shared.errors import ConfigError, Problem, UploadError
+from shared.plausibility import Finding, Severity, accept_dayahead, accept_site
 from shared.site import SiteConfig, parse_host_port
 from shared.timeutil import format_utc
 
 log = logging.getLogger(__name__)
 
 API_TOKEN_ENV = "EMS_API_TOKEN"
-MAX_UPLOAD_BYTES = 8 * 1024 * 1024  # two weeks of minute values fit in well under 2 MiB
+STRICT = "[central] strict_plausibility"
 HTTP_SHUTDOWN_TIMEOUT_S = 2
 
 
@@ -87,6 +88,7 @@ class AcceptedUpload:
 
     upload: StoredUpload
     run: asyncio.Future[RunResult]
+    findings: tuple[Finding, ...] = ()  # plausibility warnings and notes (docs/configuration.md)
 
 
 class CentralService:
@@ -113,6 +115,7 @@ class CentralService:
         self._http_port = config.http_port
         self._stopped = asyncio.Event()
         self._upload_lock = asyncio.Lock()
+        self._strict = site.central.strict_plausibility
 
     # ------------------------------------------------------------------------------------- life cycle
 
@@ -136,6 +139,9 @@ class CentralService:
     async def _start(self, stack: AsyncExitStack) -> None:
         from central.edge_link import EdgeFleet
 
+        # A site whose plan would aim where the edges trip (when strict: any warning) starts nothing.
+        site_findings = accept_site(self.site, strict=self._strict, strict_by=STRICT, source="site file")
+        _log_findings("site file", site_findings)
         store = await asyncio.to_thread(Store, self.config.database_path)
         stack.callback(store.close)
         self._store = store
@@ -294,8 +300,19 @@ class CentralService:
                 check_against_site(dayahead, self.site, "upload")
                 if dayahead.end <= now:
                     covers = f"{format_utc(dayahead.start)} to {format_utc(dayahead.end)}"
-                    over = f"the upload covers {covers}, which is over (now {format_utc(now)})"
+                    over = (
+                        f"the upload covers {covers}, which is over (now {format_utc(now)}); "
+                        "`ems upload FILE --start today` re-dates a file"
+                    )
                     raise UploadError("upload", [Problem("start", over)])
+                findings = accept_dayahead(
+                    dayahead,
+                    self.site,
+                    UploadFormat(fmt),
+                    strict=self._strict,
+                    strict_by=STRICT,
+                    source="upload",
+                )
             except UploadError as exc:
                 self.metrics.upload(False)
                 log.warning("upload refused: %s", "; ".join(exc.lines()))
@@ -313,7 +330,8 @@ class CentralService:
                 format_utc(dayahead.start),
                 format_utc(dayahead.end),
             )
-            return AcceptedUpload(stored, self.jobs.request_run(TRIGGER_UPLOAD))
+            _log_findings(f"upload {upload_id}", findings)
+            return AcceptedUpload(stored, self.jobs.request_run(TRIGGER_UPLOAD), tuple(findings))
 
     def request_optimization(self, trigger: str) -> asyncio.Future[RunResult]:
         return self.jobs.request_run(trigger)
@@ -364,6 +382,12 @@ def _listen(host: str, port: int) -> socket.socket:
         sock.close()
         raise OSError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
     return sock
+
+
+def _log_findings(subject: str, findings: list[Finding]) -> None:
+    for finding in findings:
+        level = logging.INFO if finding.severity is Severity.NOTE else logging.WARNING
+        log.log(level, "%s: %s: %s", subject, finding.severity.value, finding)
 
 
 def _clock_name(clock: Clock) -> str:
