@@ -1,0 +1,128 @@
+"""TLS for the central's HTTP API: its server certificate and the SSL contexts of server and clients.
+
+The certificate (``ems certs`` writes ``PKI_DIR/own/central-http.key.pem`` and ``.cert.pem``) is an ECDSA
+P-256 server certificate whose subjectAltName lists the names clients use. With a site CA it is issued by
+the CA, otherwise it is self-signed; either way ``PKI_DIR/trusted/http-ca.pem`` is what a client verifies it
+against (the CA certificate and its CRL, or the certificate itself).
+
+Both ends speak TLS 1.2 or newer only; TLS 1.2 is limited to forward-secret AEAD cipher suites.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import ssl
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID
+
+from shared.errors import ConfigError, Problem
+from shared.opcua.pki import host_names, subject_builder, subject_name
+
+if TYPE_CHECKING:
+    from shared.opcua.ca import SiteAuthority
+
+# TLS 1.2 suites (TLS 1.3 has only AEAD suites and needs no list): ECDHE key exchange, AES-GCM or ChaCha20.
+TLS12_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20:!aNULL:!eNULL"
+# Listen addresses that mean "every interface" (compared with, never bound here).
+WILDCARD_HOSTS = frozenset({"0.0.0.0", "::", ""})  # nosec B104
+
+
+def is_loopback(host: str) -> bool:
+    """True for ``localhost`` and loopback IP addresses (127.0.0.0/8, ::1)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def http_certificate_hosts(http_host: str, central_hosts: Sequence[str], machine_name: str) -> list[str]:
+    """Names for the HTTP API certificate: the listen address (unless it is a wildcard), the names given
+    with ``--central-host`` (default: ``localhost`` and this machine's name), ``localhost`` when the address
+    is loopback."""
+    names = [] if http_host in WILDCARD_HOSTS else [http_host]
+    names += list(central_hosts) or ["localhost", machine_name]
+    if is_loopback(http_host):
+        names.append("localhost")
+    return list(dict.fromkeys(names))
+
+
+def create_tls_certificate(
+    common_name: str,
+    hosts: Sequence[str],
+    *,
+    now: datetime,
+    validity_days: int,
+    issuer: SiteAuthority | None = None,
+) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+    """A new P-256 key and a TLS server certificate for ``hosts``, self-signed or issued by ``issuer``."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    public = key.public_key()
+    builder = (
+        subject_builder(common_name, public, now, validity_days)
+        .add_extension(x509.SubjectAlternativeName(host_names(hosts)), critical=False)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=False,
+                crl_sign=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+    )
+    if issuer is not None:
+        return key, issuer.sign(builder)
+    certificate = (
+        builder.issuer_name(subject_name(common_name))
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(public), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    return key, certificate
+
+
+def pem(certificate: x509.Certificate) -> bytes:
+    return certificate.public_bytes(serialization.Encoding.PEM)
+
+
+def server_context(cert_file: Path, key_file: Path) -> ssl.SSLContext:
+    """The HTTP API's server context: TLS 1.2+, no client certificates; :class:`ConfigError` naming the
+    ``[central]`` key when a file is missing or the key does not fit the certificate."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.set_ciphers(TLS12_CIPHERS)
+    context.options |= ssl.OP_NO_COMPRESSION | ssl.OP_CIPHER_SERVER_PREFERENCE | ssl.OP_NO_RENEGOTIATION
+    for key, path in (("central.tls_cert_file", cert_file), ("central.tls_key_file", key_file)):
+        if not path.is_file():
+            hint = "run `ems certs --site SITE` to create it"
+            raise ConfigError("site", [Problem(key, f"{path} does not exist ({hint})")])
+    try:
+        context.load_cert_chain(cert_file, key_file)
+    except (ssl.SSLError, OSError) as exc:
+        problem = f"{cert_file} and {key_file} are not a usable certificate and key: {exc}"
+        raise ConfigError("site", [Problem("central.tls_cert_file", problem)]) from exc
+    return context
+
+
+def client_context(cafile: Path | None) -> ssl.SSLContext:
+    """A verifying client context, TLS 1.2+: trusts ``cafile`` (and checks its CRLs, if it has any), else
+    the system's trust store. Host names are always checked."""
+    context = ssl.create_default_context(cafile=None if cafile is None else str(cafile))
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    if cafile is not None and b"-----BEGIN X509 CRL-----" in cafile.read_bytes():
+        context.verify_flags |= ssl.VERIFY_CRL_CHECK_LEAF
+    return context
