@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import logging
 import os
 import socket
+import ssl
 import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import AsyncExitStack
@@ -22,17 +22,23 @@ from pathlib import Path
 
 import uvicorn
 
+from central.service.access import ApiAccess
+from central.service.audit import AuditLog, AuditTrail
+from central.service.auth import LEGACY_ENV_NAME, LEGACY_SITE_NAME, LegacyToken, TokenVerifier
 from central.service.interfaces import Fleet, Optimizer, dispatch_optimizer
 from central.service.jobs import TRIGGER_UPLOAD, CentralJobs, Planner
 from central.service.metrics import CONTENT_TYPE, Metrics, Snapshot, render
+from central.service.ratelimit import FailureLimiter
 from central.service.state import RunResult, ServiceState
 from central.service.store import Store, StoredUpload
+from central.service.tokens import tokens_path
 from shared.clock import Clock
 from shared.dayahead import check_against_site, parse_dayahead
 from shared.edge_api import EdgeTelemetry
 from shared.errors import ConfigError, Problem, UploadError
 from shared.site import SiteConfig, parse_host_port
 from shared.timeutil import format_utc
+from shared.tls import is_loopback, server_context
 
 log = logging.getLogger(__name__)
 
@@ -48,10 +54,21 @@ class ServiceConfig:
     database_path: Path
     http_host: str
     http_port: int  # 0: any free port (see CentralService.http_port)
-    api_token: str | None  # None: every write endpoint is refused
+    api_token: str | None  # the single operator token (EMS_API_TOKEN or [central] api_token), if any
     read_token_required: bool  # reads need the token too (non-loopback address without public_reads)
     opcua_username: str
     opcua_password: str
+    # Access to the HTTP API (docs/security.md).
+    api_token_name: str = LEGACY_ENV_NAME  # the single operator token's name in the audit trail
+    tokens_file: Path = Path("var/api-tokens.toml")
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    insecure_http: bool = False  # plain HTTP on a non-loopback address allowed
+    audit_retention_days: float = 365.0
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_cert_file is not None and self.tls_key_file is not None
 
     @classmethod
     def from_site(cls, site: SiteConfig, environ: Mapping[str, str] | None = None) -> ServiceConfig:
@@ -59,26 +76,35 @@ class ServiceConfig:
         variable named by ``[opcua] central_password_env``. A relative database path is relative to the
         working directory."""
         env = os.environ if environ is None else environ
-        host, port = parse_host_port(site.central.http_address)
-        token = (env.get(API_TOKEN_ENV) or site.central.api_token or "").strip() or None
+        central = site.central
+        host, port = parse_host_port(central.http_address)
+        from_env = (env.get(API_TOKEN_ENV) or "").strip() or None
+        token = from_env or (central.api_token or "").strip() or None
         return cls(
-            database_path=Path(site.central.database_path),
+            database_path=Path(central.database_path),
             http_host=host,
             http_port=port,
             api_token=token,
-            read_token_required=not is_loopback(host) and not site.central.public_reads,
+            read_token_required=not is_loopback(host) and not central.public_reads,
             opcua_username=site.opcua.central_username,
             opcua_password=env.get(site.opcua.central_password_env, ""),
+            api_token_name=LEGACY_ENV_NAME if from_env else LEGACY_SITE_NAME,
+            tokens_file=tokens_path(site),
+            tls_cert_file=None if central.tls_cert_file is None else Path(central.tls_cert_file),
+            tls_key_file=None if central.tls_key_file is None else Path(central.tls_key_file),
+            insecure_http=central.insecure_http,
+            audit_retention_days=central.audit_retention_days,
         )
 
 
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+def exposure_problem(config: ServiceConfig) -> str | None:
+    """Why the service must not listen as configured (plain HTTP off loopback), or None."""
+    if config.tls or config.insecure_http or is_loopback(config.http_host):
+        return None
+    return (
+        f"http_address {config.http_host!r} is not a loopback address and there is no TLS: set "
+        "[central] tls_cert_file and tls_key_file (`ems certs` makes them), or insecure_http = true"
+    )
 
 
 @dataclass(frozen=True)
@@ -99,10 +125,14 @@ class CentralService:
         config: ServiceConfig,
         *,
         optimizer: Optimizer = dispatch_optimizer,
+        limiter: FailureLimiter | None = None,
     ) -> None:
         self.site = site
         self.clock = clock
         self.config = config
+        self._limiter = limiter or FailureLimiter()
+        self._access: ApiAccess | None = None
+        self._audit_log: AuditLog | None = None
         self.state = ServiceState()
         self.metrics = Metrics()
         self._optimizer = optimizer
@@ -136,9 +166,23 @@ class CentralService:
     async def _start(self, stack: AsyncExitStack) -> None:
         from central.edge_link import EdgeFleet
 
+        tls = self._check_exposure()
+        verifier = TokenVerifier(self.config.tokens_file, self._legacy_token())
         store = await asyncio.to_thread(Store, self.config.database_path)
         stack.callback(store.close)
         self._store = store
+        audit_log = await asyncio.to_thread(
+            AuditLog, self.config.database_path, self.config.audit_retention_days
+        )
+        stack.callback(audit_log.close)
+        self._audit_log = audit_log
+        self._access = ApiAccess(
+            verifier,
+            self._limiter,
+            AuditTrail(audit_log),
+            read_token_required=self.config.read_token_required,
+            secure_cookies=tls is not None,
+        )
         await asyncio.to_thread(self.state.restore, store)
         self._log_restored()
 
@@ -173,11 +217,11 @@ class CentralService:
         stack.push_async_callback(jobs.shutdown)
         self._jobs = jobs
 
-        await self._start_http(stack)
-        if self.config.api_token is None:
+        await self._start_http(stack, tls)
+        if self.config.api_token is None and verifier.count() == 0:
             log.warning(
-                "no API token ([central] api_token or $%s):"
-                " every write endpoint (upload, optimize) is refused",
+                "no API token (`ems token add`, [central] api_token or $%s): every write endpoint"
+                " (upload, optimize) is refused",
                 API_TOKEN_ENV,
             )
         log.info(
@@ -189,7 +233,28 @@ class CentralService:
             _clock_name(self.clock),
         )
 
-    async def _start_http(self, stack: AsyncExitStack) -> None:
+    def _check_exposure(self) -> ssl.SSLContext | None:
+        """Refuse plain HTTP off loopback (unless insecure_http) and load the TLS certificate and key."""
+        config = self.config
+        problem = exposure_problem(config)
+        if problem is not None:
+            raise ConfigError("site", [Problem("central.http_address", problem)])
+        if config.tls_cert_file is not None and config.tls_key_file is not None:
+            return server_context(config.tls_cert_file, config.tls_key_file)
+        if not is_loopback(config.http_host):
+            log.warning(
+                "[central] insecure_http = true: the HTTP API on %s is PLAIN HTTP: tokens and day-ahead "
+                "data cross the network in clear text. Never use this on a real plant; set tls_cert_file "
+                "and tls_key_file.",
+                config.http_host,
+            )
+        return None
+
+    def _legacy_token(self) -> LegacyToken | None:
+        token = self.config.api_token
+        return None if token is None else LegacyToken(self.config.api_token_name, token)
+
+    async def _start_http(self, stack: AsyncExitStack, tls: ssl.SSLContext | None) -> None:
         from central.service.api import create_app
 
         sock = _listen(self.config.http_host, self.config.http_port)
@@ -201,7 +266,11 @@ class CentralService:
             access_log=False,
             lifespan="off",
             timeout_graceful_shutdown=HTTP_SHUTDOWN_TIMEOUT_S,
+            proxy_headers=False,  # the limiter and the audit trail key on the TCP peer, never a header
+            server_header=False,
         )
+        config.load()
+        config.ssl = tls  # TLS 1.2+ context of shared.tls (uvicorn's own cannot set a minimum version)
         server = _EmbeddedServer(config)
         task = asyncio.create_task(server.serve(sockets=[sock]), name="central-http")
 
@@ -237,13 +306,26 @@ class CentralService:
     def url(self) -> str:
         host = self.config.http_host
         shown = f"[{host}]" if ":" in host else host
-        return f"http://{shown}:{self._http_port}"
+        scheme = "https" if self.config.tls else "http"
+        return f"{scheme}://{shown}:{self._http_port}"
 
     @property
     def store(self) -> Store:
         if self._store is None:
             raise RuntimeError("the service is not running")
         return self._store
+
+    @property
+    def access(self) -> ApiAccess:
+        if self._access is None:
+            raise RuntimeError("the service is not running")
+        return self._access
+
+    @property
+    def audit_log(self) -> AuditLog:
+        if self._audit_log is None:
+            raise RuntimeError("the service is not running")
+        return self._audit_log
 
     @property
     def fleet(self) -> Fleet:
@@ -271,6 +353,7 @@ class CentralService:
             telemetry=self.telemetry(),
             jobs=self.state.jobs(),
             cabinet_ids=tuple(self.site.cabinet_ids),
+            access=self.access.stats(),
         )
         return render(self.metrics, snapshot)
 
