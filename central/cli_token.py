@@ -33,7 +33,7 @@ def register(subparsers: Any) -> None:
         "`add` prints the token once. A running service uses a change from its next request on. Every "
         "change is written to the audit trail. See docs/security.md.",
     )
-    actions = parser.add_subparsers(dest="token_command", metavar="ACTION", required=True)
+    actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
     add = actions.add_parser("add", help="add a token and print it once")
     add.add_argument("name", metavar="NAME", help="token name (letters, digits, _ . @ -; at most 64)")
     add.add_argument("--role", required=True, choices=ROLES, help="what the token may do")
@@ -52,13 +52,13 @@ def run(args: argparse.Namespace) -> int:
 
     site = load_site(args.site)  # InputError: printed by `ems`, exit 2
     path = tokens_path(site)
-    if args.token_command == "list":
+    if args.action == "list":
         return _list(path, args.json)
     audit = _open_audit(site)
     if audit is None:
         return 1
     try:
-        if args.token_command == "add":
+        if args.action == "add":
             return _add(path, args.name, args.role, audit)
         return _revoke(path, args.name, audit)
     finally:

@@ -22,7 +22,7 @@ from typing import Any
 
 DEFAULT_URL = "http://127.0.0.1:8080"
 URL_ENV = "EMS_CENTRAL_URL"
-TOKEN_ENV = "EMS_API_TOKEN"
+TOKEN_ENV = "EMS_API_TOKEN"  # nosec B105  # the name of a variable, not a secret
 CONTENT_TYPES = {".json": "application/json", ".csv": "text/csv"}
 
 

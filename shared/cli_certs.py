@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from shared.opcua.pki import PkiLayout
     from shared.site import SiteConfig
 
-VIEWER_PASSWORD_ENV = "EMS_OPCUA_VIEWER_PASSWORD"
+VIEWER_PASSWORD_ENV = "EMS_OPCUA_VIEWER_PASSWORD"  # nosec B105  # the name of a variable, not a secret
 
 
 def register(subparsers: Any) -> None:

@@ -30,8 +30,6 @@ if TYPE_CHECKING:
 
 # TLS 1.2 suites (TLS 1.3 has only AEAD suites and needs no list): ECDHE key exchange, AES-GCM or ChaCha20.
 TLS12_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20:!aNULL:!eNULL"
-# Listen addresses that mean "every interface" (compared with, never bound here).
-WILDCARD_HOSTS = frozenset({"0.0.0.0", "::", ""})  # nosec B104
 
 
 def is_loopback(host: str) -> bool:
@@ -44,11 +42,19 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def is_unspecified(host: str) -> bool:
+    """True for listen addresses that mean every interface (``0.0.0.0``, ``::``, empty)."""
+    try:
+        return host == "" or ipaddress.ip_address(host).is_unspecified
+    except ValueError:
+        return False
+
+
 def http_certificate_hosts(http_host: str, central_hosts: Sequence[str], machine_name: str) -> list[str]:
     """Names for the HTTP API certificate: the listen address (unless it is a wildcard), the names given
     with ``--central-host`` (default: ``localhost`` and this machine's name), ``localhost`` when the address
     is loopback."""
-    names = [] if http_host in WILDCARD_HOSTS else [http_host]
+    names = [] if is_unspecified(http_host) else [http_host]
     names += list(central_hosts) or ["localhost", machine_name]
     if is_loopback(http_host):
         names.append("localhost")

@@ -176,7 +176,7 @@ async def test_insecure_http_off_loopback_is_logged_loudly(
 ) -> None:
     config = replace(
         ServiceConfig.from_site(files.site, {}),
-        http_host="0.0.0.0",  # nosec B104 - the check is called directly; nothing is bound
+        http_host="0.0.0.0",  # the check is called directly; nothing is bound
         tls_cert_file=None,
         tls_key_file=None,
         insecure_http=True,

@@ -19,7 +19,7 @@ import math
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, NoReturn
 
 from fastapi import HTTPException, Request, Response
 
@@ -42,8 +42,8 @@ AUDIT_STATE_KEY = "ems_audit"
 class Denial(StrEnum):
     """Why a request was refused access (metric label)."""
 
-    MISSING_TOKEN = "missing_token"
-    INVALID_TOKEN = "invalid_token"
+    MISSING_TOKEN = "missing_token"  # nosec B105  # a metric label, not a secret
+    INVALID_TOKEN = "invalid_token"  # nosec B105  # a metric label, not a secret
     FORBIDDEN = "forbidden"
     RATE_LIMITED = "rate_limited"
 
@@ -168,7 +168,6 @@ class ApiAccess:
         principal = await self.verifier.authenticate(presented)
         if principal is None:
             self._failed(client, context, "invalid bearer token")
-        assert principal is not None  # nosec B101 - _failed always raises; for the type checker
         if context is not None:
             context.principal = principal
         return principal
@@ -179,7 +178,6 @@ class ApiAccess:
         principal = self.cookies.principal(cookie)
         if principal is None or not self.verifier.is_current(principal):
             self._failed(client, context, "invalid or expired stream cookie")
-        assert principal is not None  # nosec B101 - _failed always raises; for the type checker
         return principal
 
     def _authorize(self, principal: Principal, role: ApiRole, context: AuditContext | None) -> Principal:
@@ -200,7 +198,7 @@ class ApiAccess:
                 context.suppressed = True
             raise _too_many(blocked_s)
 
-    def _failed(self, client: str, context: AuditContext | None, reason: str) -> None:
+    def _failed(self, client: str, context: AuditContext | None, reason: str) -> NoReturn:
         """Count a failed authentication of ``client`` and raise 401, or 429 when it is now blocked."""
         if self.limiter.record_failure(client):
             self._denied[Denial.RATE_LIMITED] += 1

@@ -42,7 +42,7 @@ from shared.tls import is_loopback, server_context
 
 log = logging.getLogger(__name__)
 
-API_TOKEN_ENV = "EMS_API_TOKEN"
+API_TOKEN_ENV = "EMS_API_TOKEN"  # nosec B105  # the name of a variable, not a secret
 MAX_UPLOAD_BYTES = 8 * 1024 * 1024  # two weeks of minute values fit in well under 2 MiB
 HTTP_SHUTDOWN_TIMEOUT_S = 2
 

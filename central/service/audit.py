@@ -51,8 +51,8 @@ class AuditAction(StrEnum):
     UPLOAD = "upload"
     OPTIMIZE = "optimize"
     RESET_INTERLOCK = "reset-interlock"
-    TOKEN_ADD = "token-add"
-    TOKEN_REVOKE = "token-revoke"
+    TOKEN_ADD = "token-add"  # nosec B105  # an action name, not a secret
+    TOKEN_REVOKE = "token-revoke"  # nosec B105  # an action name, not a secret
 
 
 class AuditOutcome(StrEnum):
@@ -155,20 +155,15 @@ class AuditLog:
         self, *, limit: int = 100, since: datetime | None = None, action: AuditAction | None = None
     ) -> list[AuditRecord]:
         """The newest ``limit`` records (newest first), optionally since a time and of one action."""
-        clauses, params = [], []
-        if since is not None:
-            clauses.append("at >= ?")
-            params.append(_ts(since))
-        if action is not None:
-            clauses.append("action = ?")
-            params.append(action.value)
-        where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
-        sql = (
-            "SELECT seq, at, token_name, role, client_address, action, outcome, status_code, detail"
-            f" FROM audit_log{where} ORDER BY seq DESC LIMIT ?"  # nosec B608 - fixed clauses, values bound
-        )
+        since_text = None if since is None else _ts(since)
+        action_text = None if action is None else action.value
         with self._lock:
-            rows = self._conn.execute(sql, (*params, limit)).fetchall()
+            rows = self._conn.execute(
+                "SELECT seq, at, token_name, role, client_address, action, outcome, status_code, detail"
+                " FROM audit_log WHERE (? IS NULL OR at >= ?) AND (? IS NULL OR action = ?)"
+                " ORDER BY seq DESC LIMIT ?",
+                (since_text, since_text, action_text, action_text, limit),
+            ).fetchall()
         return [_record(row) for row in rows]
 
     def prune(self) -> int:

@@ -36,7 +36,7 @@ from shared.opcua.users import NAME_PATTERN, hash_password, hash_problem, write_
 from shared.site import SiteConfig
 from shared.timeutil import format_utc, parse_utc
 
-TOKEN_PREFIX = "emsk"
+TOKEN_PREFIX = "emsk"  # nosec B105  # the public prefix of every token, not a secret
 TOKENS_FILE_NAME = "api-tokens.toml"
 _KEY_ID_HEX = 12
 _TOKEN_PATTERN = re.compile(rf"^{TOKEN_PREFIX}_([0-9a-f]{{{_KEY_ID_HEX}}})_([A-Za-z0-9_-]{{20,128}})$")
