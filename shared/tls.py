@@ -1,9 +1,10 @@
-"""TLS for the central's HTTP API: its server certificate and the SSL contexts of server and clients.
+"""TLS for the central's HTTP API: the SSL contexts of server and clients (standard library only, so
+``ems upload`` starts fast).
 
-The certificate (``ems certs`` writes ``PKI_DIR/own/central-http.key.pem`` and ``.cert.pem``) is an ECDSA
-P-256 server certificate whose subjectAltName lists the names clients use. With a site CA it is issued by
-the CA, otherwise it is self-signed; either way ``PKI_DIR/trusted/http-ca.pem`` is what a client verifies it
-against (the CA certificate and its CRL, or the certificate itself).
+The certificate (``ems certs`` writes ``PKI_DIR/own/central-http.key.pem`` and ``.cert.pem``, see
+:mod:`shared.opcua.provision`) is an ECDSA P-256 server certificate whose subjectAltName lists the names
+clients use. ``PKI_DIR/trusted/http-ca.pem`` is what a client verifies it against (the site CA and its CRL,
+or the certificate itself).
 
 Both ends speak TLS 1.2 or newer only; TLS 1.2 is limited to forward-secret AEAD cipher suites.
 """
@@ -13,20 +14,9 @@ from __future__ import annotations
 import ipaddress
 import ssl
 from collections.abc import Sequence
-from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
-
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from shared.errors import ConfigError, Problem
-from shared.opcua.pki import host_names, subject_builder, subject_name
-
-if TYPE_CHECKING:
-    from shared.opcua.ca import SiteAuthority
 
 # TLS 1.2 suites (TLS 1.3 has only AEAD suites and needs no list): ECDHE key exchange, AES-GCM or ChaCha20.
 TLS12_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20:!aNULL:!eNULL"
@@ -59,50 +49,6 @@ def http_certificate_hosts(http_host: str, central_hosts: Sequence[str], machine
     if is_loopback(http_host):
         names.append("localhost")
     return list(dict.fromkeys(names))
-
-
-def create_tls_certificate(
-    common_name: str,
-    hosts: Sequence[str],
-    *,
-    now: datetime,
-    validity_days: int,
-    issuer: SiteAuthority | None = None,
-) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
-    """A new P-256 key and a TLS server certificate for ``hosts``, self-signed or issued by ``issuer``."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    public = key.public_key()
-    builder = (
-        subject_builder(common_name, public, now, validity_days)
-        .add_extension(x509.SubjectAlternativeName(host_names(hosts)), critical=False)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=False,
-                crl_sign=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-    )
-    if issuer is not None:
-        return key, issuer.sign(builder)
-    certificate = (
-        builder.issuer_name(subject_name(common_name))
-        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(public), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    return key, certificate
-
-
-def pem(certificate: x509.Certificate) -> bytes:
-    return certificate.public_bytes(serialization.Encoding.PEM)
 
 
 def server_context(cert_file: Path, key_file: Path) -> ssl.SSLContext:

@@ -192,7 +192,8 @@ def add_token(path: Path, name: str, role: ApiRole, now: datetime | None = None)
         raise InputError("NAME", [Problem("", f"{name!r}: use 1-64 letters, digits and _ . @ -")])
     key_id = secrets.token_hex(_KEY_ID_HEX // 2)
     secret = secrets.token_urlsafe(32)
-    entry = TokenEntry(name, role, key_id, hash_password(secret), now or datetime.now(UTC))
+    created = (now or datetime.now(UTC)).replace(microsecond=0)
+    entry = TokenEntry(name, role, key_id, hash_password(secret), created)
     with _locked(path):
         tokens = load_tokens(path)
         if tokens.find(name) is not None:

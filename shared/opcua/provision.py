@@ -13,8 +13,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from shared.errors import Problem
 from shared.opcua import ca
@@ -30,13 +31,16 @@ from shared.opcua.pki import (
     certificate_hosts,
     create_identity,
     edge_node,
+    host_names,
     load_identity,
     read_certificate,
+    subject_builder,
+    subject_name,
     write_identity,
 )
 from shared.opcua.users import write_private
 from shared.site import SiteConfig, parse_host_port
-from shared.tls import create_tls_certificate, http_certificate_hosts, is_loopback, pem
+from shared.tls import http_certificate_hosts, is_loopback
 
 
 @dataclass
@@ -272,6 +276,50 @@ def revoke_node(
     crl = ca.revoke(layout, authority, certificate, now)
     write_http_trust(layout, authority, crl)
     return certificate, crl
+
+
+def create_tls_certificate(
+    common_name: str,
+    hosts: Sequence[str],
+    *,
+    now: datetime,
+    validity_days: int,
+    issuer: ca.SiteAuthority | None = None,
+) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+    """A new P-256 key and a TLS server certificate for ``hosts``, self-signed or issued by ``issuer``."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    public = key.public_key()
+    builder = (
+        subject_builder(common_name, public, now, validity_days)
+        .add_extension(x509.SubjectAlternativeName(host_names(hosts)), critical=False)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=False,
+                crl_sign=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+    )
+    if issuer is not None:
+        return key, issuer.sign(builder)
+    certificate = (
+        builder.issuer_name(subject_name(common_name))
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(public), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    return key, certificate
+
+
+def pem(certificate: x509.Certificate) -> bytes:
+    return certificate.public_bytes(serialization.Encoding.PEM)
 
 
 def _http_reuse_problem(layout: PkiLayout, hosts: list[str], issuing: _Issuing) -> str | None:
