@@ -20,6 +20,7 @@ from typing import Any
 import httpx
 import pytest
 
+from central.service.access import limiter_key
 from central.service.app import CentralService
 from central.service.ratelimit import FailureLimiter
 from central.service.tokens import ApiRole, add_token, split_token
@@ -322,6 +323,14 @@ async def test_more_than_20_failures_block_the_address_for_60_s(files: SiteFiles
     uploads = [r for r in records if r.action.value == "upload"]
     assert len(uploads) == 21  # the 20 refusals and the one that blocked; later 429s are not each written
     assert uploads[0].status_code == 429 and "blocked for 60 s" in uploads[0].detail
+
+
+def test_limiter_keys_ipv6_clients_by_their_64_network() -> None:
+    assert limiter_key("192.0.2.7") == "192.0.2.7"
+    assert limiter_key("2001:db8:1:2:aaaa::1") == limiter_key("2001:db8:1:2:bbbb::9") == "2001:db8:1:2::/64"
+    assert limiter_key("2001:db8:1:3::1") != limiter_key("2001:db8:1:2::1")
+    assert limiter_key("::ffff:192.0.2.7") == "192.0.2.7"
+    assert limiter_key("unknown") == "unknown"
 
 
 def test_limiter_window_and_memory_bound() -> None:

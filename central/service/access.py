@@ -14,6 +14,7 @@ action the request is written to the audit trail whatever its outcome, with the 
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import math
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -158,10 +159,12 @@ class ApiAccess:
     async def _authenticate(
         self, request: Request, context: AuditContext | None, presented: str | None
     ) -> Principal:
-        client = client_address(request)
+        client = limiter_key(client_address(request))
         self._refuse_if_blocked(client, context)
         if presented is None:
             self._denied[Denial.MISSING_TOKEN] += 1
+            if context is not None:
+                context.notes.append("no bearer token")
             raise HTTPException(
                 401, "missing bearer token (Authorization: Bearer <token>)", {"WWW-Authenticate": "Bearer"}
             )
@@ -173,7 +176,7 @@ class ApiAccess:
         return principal
 
     async def _from_cookie(self, request: Request, context: AuditContext | None, cookie: str) -> Principal:
-        client = client_address(request)
+        client = limiter_key(client_address(request))
         self._refuse_if_blocked(client, context)
         principal = self.cookies.principal(cookie)
         if principal is None or not self.verifier.is_current(principal):
@@ -237,6 +240,20 @@ class ApiAccess:
 def client_address(request: Request) -> str:
     """The TCP peer address (proxy headers are not trusted)."""
     return request.client.host if request.client is not None else "unknown"
+
+
+def limiter_key(address: str) -> str:
+    """What the failure limiter counts per: the IPv4 address, or the /64 network of an IPv6 address (one
+    host usually holds a whole /64, so single IPv6 addresses would be free to change)."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
+    return address
 
 
 def audit_note(request: Request, note: str) -> None:
