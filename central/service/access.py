@@ -128,18 +128,19 @@ class ApiAccess:
 
         return dependency
 
-    def stream_reader(self, role: ApiRole = ApiRole.VIEWER) -> Callable[[Request], Awaitable[Principal]]:
-        """A FastAPI dependency for the event stream: a bearer token, or the cookie of
-        ``POST /api/v1/stream-cookie`` (``EventSource`` cannot send an ``Authorization`` header)."""
+    def stream_reader(self) -> Callable[[Request], Awaitable[Principal | None]]:
+        """A FastAPI dependency for the event stream, a read: open when reads are, else a viewer's bearer
+        token or the cookie of ``POST /api/v1/stream-cookie`` (``EventSource`` cannot send headers)."""
 
-        async def dependency(request: Request) -> Principal:
-            context = _start_audit(request, None)
-            cookie = request.cookies.get(STREAM_COOKIE)
-            if self._bearer(request) is not None or cookie is None:
-                principal = await self._authenticate(request, context, self._bearer(request))
+        async def dependency(request: Request) -> Principal | None:
+            if not self.read_token_required:
+                return None
+            bearer, cookie = self._bearer(request), request.cookies.get(STREAM_COOKIE)
+            if bearer is None and cookie is not None:
+                principal = await self._from_cookie(request, None, cookie)
             else:
-                principal = await self._from_cookie(request, context, cookie)
-            return self._authorize(principal, role, context)
+                principal = await self._authenticate(request, None, bearer)
+            return self._authorize(principal, ApiRole.VIEWER, None)
 
         return dependency
 
