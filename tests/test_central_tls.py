@@ -19,7 +19,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from central.service.app import CentralService, ServiceConfig, exposure_problem
+from central.service.app import CentralService
+from central.service.listener import exposure_problem, listener_context
 from shared.clock import SimulatedClock
 from shared.opcua.pki import pki_layout
 from shared.opcua.provision import ensure_site_pki, revoke_node
@@ -160,31 +161,26 @@ async def test_a_ca_issued_api_certificate_is_refused_once_revoked(tmp_path: Pat
 # ------------------------------------------------------------------------------------ exposure
 
 
-def test_exposure_rule(files: SiteFiles) -> None:
-    base = ServiceConfig.from_site(files.site, {})
-    plain = replace(base, tls_cert_file=None, tls_key_file=None)
-    assert exposure_problem(plain) is None  # loopback
+def test_exposure_rule() -> None:
+    assert exposure_problem("127.0.0.1", tls=False, insecure_http=False) is None
+    assert exposure_problem("localhost", tls=False, insecure_http=False) is None
+    assert exposure_problem("::1", tls=False, insecure_http=False) is None
     for host in ("0.0.0.0", "::", "192.0.2.10", "central.plant.example"):
-        problem = exposure_problem(replace(plain, http_host=host))
+        problem = exposure_problem(host, tls=False, insecure_http=False)
         assert problem is not None and "tls_cert_file" in problem and "insecure_http" in problem, host
-        assert exposure_problem(replace(plain, http_host=host, insecure_http=True)) is None
-        assert exposure_problem(replace(base, http_host=host)) is None  # TLS
+        assert exposure_problem(host, tls=False, insecure_http=True) is None
+        assert exposure_problem(host, tls=True, insecure_http=False) is None
 
 
-async def test_insecure_http_off_loopback_is_logged_loudly(
-    files: SiteFiles, caplog: pytest.LogCaptureFixture
-) -> None:
-    config = replace(
-        ServiceConfig.from_site(files.site, {}),
-        http_host="0.0.0.0",  # the check is called directly; nothing is bound
-        tls_cert_file=None,
-        tls_key_file=None,
-        insecure_http=True,
-    )
-    service = CentralService(files.site, SimulatedClock(DAY_START, 1.0), config)
+def test_insecure_http_off_loopback_is_logged_loudly(caplog: pytest.LogCaptureFixture) -> None:
+    # The check is called directly: nothing is bound.
     with caplog.at_level(logging.WARNING):
-        assert service._check_exposure() is None
+        assert listener_context("0.0.0.0", None, None, insecure_http=True) is None
     assert "PLAIN HTTP" in caplog.text and "insecure_http" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        assert listener_context("127.0.0.1", None, None, insecure_http=True) is None
+    assert not caplog.text  # plain HTTP on loopback is not a risk worth a warning
 
 
 def test_ems_central_refuses_plain_http_on_a_non_loopback_address(tmp_path: Path) -> None:

@@ -27,6 +27,7 @@ from central.service.audit import AuditLog, AuditTrail
 from central.service.auth import LEGACY_ENV_NAME, LEGACY_SITE_NAME, LegacyToken, TokenVerifier
 from central.service.interfaces import Fleet, Optimizer, dispatch_optimizer
 from central.service.jobs import TRIGGER_UPLOAD, CentralJobs, Planner
+from central.service.listener import listener_context
 from central.service.metrics import CONTENT_TYPE, Metrics, Snapshot, render
 from central.service.ratelimit import FailureLimiter
 from central.service.state import RunResult, ServiceState
@@ -38,7 +39,7 @@ from shared.edge_api import EdgeTelemetry
 from shared.errors import ConfigError, Problem, UploadError
 from shared.site import SiteConfig, parse_host_port
 from shared.timeutil import format_utc
-from shared.tls import is_loopback, server_context
+from shared.tls import is_loopback
 
 log = logging.getLogger(__name__)
 
@@ -95,16 +96,6 @@ class ServiceConfig:
             insecure_http=central.insecure_http,
             audit_retention_days=central.audit_retention_days,
         )
-
-
-def exposure_problem(config: ServiceConfig) -> str | None:
-    """Why the service must not listen as configured (plain HTTP off loopback), or None."""
-    if config.tls or config.insecure_http or is_loopback(config.http_host):
-        return None
-    return (
-        f"http_address {config.http_host!r} is not a loopback address and there is no TLS: set "
-        "[central] tls_cert_file and tls_key_file (`ems certs` makes them), or insecure_http = true"
-    )
 
 
 @dataclass(frozen=True)
@@ -166,7 +157,10 @@ class CentralService:
     async def _start(self, stack: AsyncExitStack) -> None:
         from central.edge_link import EdgeFleet
 
-        tls = self._check_exposure()
+        config = self.config
+        tls = listener_context(
+            config.http_host, config.tls_cert_file, config.tls_key_file, config.insecure_http
+        )
         verifier = TokenVerifier(self.config.tokens_file, self._legacy_token())
         store = await asyncio.to_thread(Store, self.config.database_path)
         stack.callback(store.close)
@@ -232,23 +226,6 @@ class CentralService:
             self.config.database_path,
             _clock_name(self.clock),
         )
-
-    def _check_exposure(self) -> ssl.SSLContext | None:
-        """Refuse plain HTTP off loopback (unless insecure_http) and load the TLS certificate and key."""
-        config = self.config
-        problem = exposure_problem(config)
-        if problem is not None:
-            raise ConfigError("site", [Problem("central.http_address", problem)])
-        if config.tls_cert_file is not None and config.tls_key_file is not None:
-            return server_context(config.tls_cert_file, config.tls_key_file)
-        if not is_loopback(config.http_host):
-            log.warning(
-                "[central] insecure_http = true: the HTTP API on %s is PLAIN HTTP: tokens and day-ahead "
-                "data cross the network in clear text. Never use this on a real plant; set tls_cert_file "
-                "and tls_key_file.",
-                config.http_host,
-            )
-        return None
 
     def _legacy_token(self) -> LegacyToken | None:
         token = self.config.api_token
