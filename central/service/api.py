@@ -450,6 +450,7 @@ def create_app(service: CentralService) -> FastAPI:
         future = service.request_optimization(TRIGGER_MANUAL)
         result = await _wait_for(future, wait_s) if wait else None
         if result is None:
+            audit_note(request, "started, not waited for")
             return JSONResponse({"detail": "optimization started"}, status_code=202)
         plan_id = "no plan" if result.plan is None else f"plan {result.plan.plan.plan_id}"
         audit_note(request, f"{plan_id}: {result.message}")
