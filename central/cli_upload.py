@@ -1,8 +1,11 @@
-"""``ems upload FILE [--url URL] [--token T] [--start now|today|ISO]``: hand a day-ahead file to the central.
+"""``ems upload FILE [--url URL] [--token T] [--cafile F] [--start now|today|ISO]``: hand a day-ahead file
+to the central service.
 
 The file goes to ``POST /api/v1/day-ahead`` byte for byte (the service validates it), or with ``--start``
 re-dated to that start (same intervals and values); the command waits for the resulting plan and prints
-its summary, the service's plausibility warnings and the push outcome of every edge.
+its summary, the service's plausibility warnings and the push outcome of every edge. Over HTTPS the
+service's certificate is verified (TLS 1.2+, host name checked) against ``--cafile``, else the site's
+``trusted/http-ca.pem``, else the system's trust store; there is no way to skip the check.
 
 Exit status: 0 plan made and accepted by every edge; 1 the upload was stored but the plan failed, is still
 being made, or an edge did not accept it, or the service could not be reached; 2 the upload was refused
@@ -23,7 +26,7 @@ from shared.redate import START_HELP
 
 DEFAULT_URL = "http://127.0.0.1:8080"
 URL_ENV = "EMS_CENTRAL_URL"
-TOKEN_ENV = "EMS_API_TOKEN"
+TOKEN_ENV = "EMS_API_TOKEN"  # nosec B105  # the name of a variable, not a secret
 CONTENT_TYPES = {"json": "application/json", "csv": "text/csv"}
 
 
@@ -46,7 +49,15 @@ def register(subparsers: Any) -> None:
         "--token", help=f"API bearer token (default: ${TOKEN_ENV}, else [central] api_token of --site)"
     )
     parser.add_argument(
-        "--site", type=Path, help="site file: take the URL and token from its [central] table"
+        "--site",
+        type=Path,
+        help="site file: take the URL and token from its [central] table, and the CA file from its PKI",
+    )
+    parser.add_argument(
+        "--cafile",
+        type=Path,
+        help="PEM file to verify the service's TLS certificate with (default: PKI_DIR/trusted/http-ca.pem "
+        "of --site, else the system's trust store)",
     )
     parser.add_argument(
         "--timeout-s", type=float, default=120.0, help="how long to wait for the plan [s] (default 120)"
@@ -64,11 +75,15 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import ssl
+
     import httpx
+
+    from shared.tls import client_context
 
     path: Path = args.file
     body, content_type = _body(path, args.start, args.clock)  # InputError: printed by `ems`, exit 2
-    url, token = _target(args)
+    url, token, cafile = _target(args)
     if not token:
         print(
             f"error: no API token: give --token, set ${TOKEN_ENV}, or --site with [central] api_token",
@@ -80,11 +95,17 @@ def run(args: argparse.Namespace) -> int:
         return 2
     endpoint = url.rstrip("/") + "/api/v1/day-ahead"
     try:
+        verify = client_context(cafile)
+    except (OSError, ssl.SSLError) as exc:
+        print(f"error: --cafile {cafile}: not a usable PEM file: {exc}", file=sys.stderr)
+        return 2
+    try:
         response = httpx.post(
             endpoint,
             content=body,
             headers={"Content-Type": content_type, "Authorization": f"Bearer {token}"},
             timeout=args.timeout_s,
+            verify=verify,
         )
     except httpx.HTTPError as exc:
         print(f"error: cannot reach the central service at {endpoint}: {exc}", file=sys.stderr)
@@ -110,16 +131,23 @@ def _body(path: Path, start: str | None, clock_spec: str | None) -> tuple[bytes,
     return raw, CONTENT_TYPES[fmt]
 
 
-def _target(args: argparse.Namespace) -> tuple[str, str | None]:
+def _target(args: argparse.Namespace) -> tuple[str, str | None, Path | None]:
+    """URL, token and CA file: the options, then the environment, then the site file."""
     url: str | None = args.url or os.environ.get(URL_ENV)
     token: str | None = args.token or os.environ.get(TOKEN_ENV)
-    if args.site is not None and (url is None or token is None):
+    cafile: Path | None = args.cafile
+    if args.site is not None:
+        from shared.opcua.pki import pki_layout
         from shared.site import load_site
 
         site = load_site(args.site)  # InputError: printed by `ems`, exit 2
-        url = url or f"http://{site.central.http_address}"
+        scheme = "http" if site.central.tls_cert_file is None else "https"
+        url = url or f"{scheme}://{site.central.http_address}"
         token = token or site.central.api_token
-    return url or DEFAULT_URL, token
+        trust = pki_layout(site).http_trust_path
+        if cafile is None and trust.is_file():
+            cafile = trust
+    return url or DEFAULT_URL, token, cafile
 
 
 def _json(response: Any) -> dict[str, Any]:
@@ -136,7 +164,7 @@ def _report(path: Path, status: int, answer: dict[str, Any]) -> int:
         return 2
     if status not in (201, 202):
         print(f"error: HTTP {status}: {answer.get('detail', '')}", file=sys.stderr)
-        return 2 if status in (400, 401, 403, 413, 415) else 1
+        return 2 if status in (400, 401, 403, 413, 415) else 1  # 429 (blocked for a while): 1
     upload = answer["upload"]
     print(
         f"upload {upload['upload_id']} accepted ({upload['format']}): {upload['steps']} x "

@@ -18,7 +18,8 @@ from lab.loopback import opcua_node_cache_dir
 from shared.clock import Clock
 from shared.dayahead import DayAhead
 from shared.edge_api import EdgeMode, EdgeTelemetry
-from shared.opcua.pki import ensure_site_pki, pki_layout, users_path
+from shared.opcua.pki import pki_layout, users_path
+from shared.opcua.provision import ensure_site_pki
 from shared.opcua.users import Role, UserEntry, Users, hash_password, write_users
 from shared.site import SiteConfig
 from simulators import SiteSimulator

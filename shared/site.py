@@ -164,12 +164,24 @@ class CentralSettings(_Strict):
     telemetry_retention_days: float = Field(default=30.0, gt=0.0)
     public_reads: bool = False  # reads open on a non-loopback http_address too (else they need the token)
     strict_plausibility: bool = False  # refuse uploads (and start) on plausibility warnings, not only errors
+    # Access to the HTTP API: TLS, tokens, audit trail (docs/security.md).
+    tls_cert_file: str | None = None  # PEM; `ems certs` makes PKI_DIR/own/central-http.cert.pem
+    tls_key_file: str | None = None  # PEM; `ems certs` makes PKI_DIR/own/central-http.key.pem
+    insecure_http: bool = False  # plain HTTP allowed on a non-loopback http_address (logged loudly)
+    api_tokens_file: str | None = None  # named API tokens; default: api-tokens.toml beside database_path
+    audit_retention_days: float = Field(default=365.0, gt=0.0)  # audit records older than this are deleted
 
     @field_validator("http_address")
     @classmethod
     def _address(cls, value: str) -> str:
         parse_host_port(value)
         return value
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> Self:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("tls_cert_file and tls_key_file go together: set both or neither")
+        return self
 
 
 OPCUA_SECURITY_POLICIES = ("Aes256_Sha256_RsaPss", "Aes128_Sha256_RsaOaep", "Basic256Sha256")

@@ -30,10 +30,10 @@ from shared.opcua.pki import (
     PkiError,
     create_identity,
     edge_node,
-    ensure_site_pki,
     pki_layout,
     write_identity,
 )
+from shared.opcua.provision import ensure_site_pki
 from shared.opcua.users import Role, UserEntry, Users, hash_password, write_users
 from shared.plan import Plan
 from shared.schedule import CabinetSchedule

@@ -20,6 +20,7 @@ from asyncua.common.node import Node
 from asyncua.common.subscription import DataChangeNotif, Subscription
 from asyncua.crypto import uacrypto
 from asyncua.ua.uaerrors import UaStatusCodeError
+from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from shared.edge_api import Decision, EdgeTelemetry
@@ -33,7 +34,7 @@ from shared.opcua.common import (
     telemetry_from_values,
 )
 from shared.opcua.trust import PeerRole, TrustList
-from shared.opcua.ua_security import POLICY_CLASSES, CertificateGate
+from shared.opcua.ua_security import POLICY_CLASSES, CertificateGate, first_der_certificate
 from shared.opcua.ua_types import ua_datetime
 from shared.schedule import CabinetSchedule
 
@@ -108,7 +109,8 @@ class EdgeSession:
         client.set_user(security.username)
         client.set_password(security.password)
         if not security.insecure:
-            await _secure(client, security, edge_application_uri(site_name, cabinet_id))
+            edge_uri = edge_application_uri(site_name, cabinet_id)
+            await _secure(client, security, edge_uri, request_timeout_s)
         session = cls(client, cabinet_id, on_change)
         client.connection_lost_callback = session._connection_lost
         try:
@@ -224,19 +226,41 @@ class EdgeSession:
             await asyncio.wait_for(self._client.disconnect(), 2.0)
 
 
-async def _secure(client: Client, security: ClientSecurity, edge_uri: str) -> None:
+async def _secure(client: Client, security: ClientSecurity, edge_uri: str, timeout_s: float) -> None:
     trust = security.trust
     if trust is None:
         raise LinkError("no trust list for the edges' certificates")
-    # Pin the edge: its certificate must be in the trust list under the cabinet's application URI.
-    pinned = trust.find_by_uri(edge_uri, datetime.now(UTC))
-    if pinned is None:
+    gate = CertificateGate(trust, PeerRole.SERVER, expected_uri=edge_uri)
+    # Pin the edge: its certificate must be in the trust list under the cabinet's application URI, or,
+    # with a site CA, the certificate the edge announces must be issued by the CA for that URI.
+    server_certificate = trust.find_by_uri(edge_uri, datetime.now(UTC))
+    if server_certificate is None and trust.has_authorities():
+        server_certificate = await _announced_certificate(client, security.policy_name, timeout_s)
+    if server_certificate is None:
         raise LinkError(f"no valid certificate for {edge_uri} in the trust list {trust.directory}")
+    refusal = gate.check(server_certificate)
+    if refusal is not None:
+        raise LinkError(f"edge certificate refused: {refusal}")
     await client.set_security(
         POLICY_CLASSES[security.policy_name],
         uacrypto.CertProperties(security.certificate_der, extension="der"),
         uacrypto.CertProperties(security.private_key_pem, extension="pem"),
-        server_certificate=uacrypto.CertProperties(pinned.public_bytes(Encoding.DER), extension="der"),
+        server_certificate=uacrypto.CertProperties(
+            server_certificate.public_bytes(Encoding.DER), extension="der"
+        ),
         mode=ua.MessageSecurityMode.SignAndEncrypt,
     )
-    client.certificate_validator = CertificateGate(trust, PeerRole.SERVER, expected_uri=edge_uri)
+    client.certificate_validator = gate
+
+
+async def _announced_certificate(client: Client, policy_name: str, timeout_s: float) -> x509.Certificate:
+    """The certificate the server announces for ``policy_name`` (GetEndpoints over an unsecured channel;
+    the caller checks it before trusting anything it says)."""
+    endpoints = await asyncio.wait_for(client.connect_and_get_server_endpoints(), timeout_s)
+    endpoint = Client.find_endpoint(
+        endpoints, ua.MessageSecurityMode.SignAndEncrypt, POLICY_CLASSES[policy_name].URI
+    )
+    try:
+        return x509.load_der_x509_certificate(first_der_certificate(endpoint.ServerCertificate or b""))
+    except ValueError as exc:
+        raise LinkError(f"the edge announces no usable certificate: {exc}") from None

@@ -10,14 +10,14 @@ Endpoints:
 - ``GET /healthz``: liveness and a status summary (jobs, edges, active upload and plan).
 - ``GET /metrics``: Prometheus text.
 
-Write endpoints need ``Authorization: Bearer <token>``; reads are open when the service listens on a
-loopback address (see docs/central.md for the non-loopback rule).
+Access (docs/security.md): uploads need an ``uploader`` token, optimize an ``operator`` token, reads are
+open on a loopback address and need a ``viewer`` token elsewhere (unless ``[central] public_reads``); every
+write is audited. The audit, token and stream-cookie endpoints are in :mod:`central.service.api_access`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hmac
 from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
@@ -26,9 +26,13 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
+from central.service.access import AuditMiddleware, audit_note
+from central.service.api_access import access_router
+from central.service.audit import AuditAction
 from central.service.jobs import TRIGGER_MANUAL
 from central.service.state import JobStatus, RunResult
 from central.service.store import PushRecord, StoredPlan, StoredUpload
+from central.service.tokens import ApiRole
 from shared import __version__
 from shared.edge_api import EdgeTelemetry
 from shared.errors import UploadError
@@ -319,35 +323,15 @@ def create_app(service: CentralService) -> FastAPI:
         version=__version__,
         description="Day-ahead upload, plans, edge status and metrics of one battery storage site.",
     )
-    token = service.config.api_token
     wait_s = service.site.central.solver_time_limit_s + service.site.central.push_timeout_s + WAIT_MARGIN_S
-
-    def check_token(request: Request) -> None:
-        if token is None:
-            raise HTTPException(
-                403,
-                "write endpoints are disabled: no API token configured"
-                " ([central] api_token or EMS_API_TOKEN)",
-            )
-        scheme, _, given = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not given:
-            raise HTTPException(
-                401, "missing bearer token (Authorization: Bearer <token>)", {"WWW-Authenticate": "Bearer"}
-            )
-        if not hmac.compare_digest(given.strip().encode(), token.encode()):
-            raise HTTPException(
-                401, "invalid bearer token", {"WWW-Authenticate": 'Bearer error="invalid_token"'}
-            )
-
-    def check_read(request: Request) -> None:
-        if service.config.read_token_required:
-            check_token(request)
-
-    write = [Depends(check_token)]
-    read = [Depends(check_read)]
+    access = service.access
+    app.add_middleware(AuditMiddleware, trail=access.trail)
+    app.include_router(access_router(access, service.audit_log, service.config.tokens_file))
+    read = [Depends(access.reader())]
     auth_errors: dict[int | str, dict[str, Any]] = {
         401: {"model": ErrorOut, "description": "Missing or invalid bearer token"},
-        403: {"model": ErrorOut, "description": "No API token is configured"},
+        403: {"model": ErrorOut, "description": "The token lacks the role"},
+        429: {"model": ErrorOut, "description": "Too many failed authentications from this address"},
     }
 
     @app.exception_handler(RequestValidationError)
@@ -361,7 +345,7 @@ def create_app(service: CentralService) -> FastAPI:
     @app.post(
         "/api/v1/day-ahead",
         status_code=201,
-        dependencies=write,
+        dependencies=[Depends(access.require(ApiRole.UPLOADER, AuditAction.UPLOAD))],
         response_model=UploadResultOut,
         summary="Upload day-ahead data (JSON or CSV)",
         responses={
@@ -397,7 +381,9 @@ def create_app(service: CentralService) -> FastAPI:
         try:
             accepted = await service.accept_upload(raw, fmt)
         except UploadError as exc:
+            audit_note(request, f"refused: {exc}")
             return _refused(exc)
+        audit_note(request, f"upload {accepted.upload.upload_id} sha256 {accepted.upload.sha256[:16]}")
         run = await _wait_for(accepted.run, wait_s) if wait else None
         message = f"upload {accepted.upload.upload_id} accepted" + (
             f"; {run.message}" if run is not None else "; optimizing"
@@ -462,7 +448,7 @@ def create_app(service: CentralService) -> FastAPI:
 
     @app.post(
         "/api/v1/optimize",
-        dependencies=write,
+        dependencies=[Depends(access.require(ApiRole.OPERATOR, AuditAction.OPTIMIZE))],
         response_model=RunOut,
         summary="Re-optimize now",
         responses={
@@ -473,13 +459,17 @@ def create_app(service: CentralService) -> FastAPI:
         },
     )
     async def optimize(
+        request: Request,
         wait: Annotated[bool, Query(description="Wait for the plan and the push outcomes")] = True,
     ) -> Response:
         """Optimize the rest of the active upload from the current interval with live SoC, and push."""
         future = service.request_optimization(TRIGGER_MANUAL)
         result = await _wait_for(future, wait_s) if wait else None
         if result is None:
+            audit_note(request, "started, not waited for")
             return JSONResponse({"detail": "optimization started"}, status_code=202)
+        plan_id = "no plan" if result.plan is None else f"plan {result.plan.plan.plan_id}"
+        audit_note(request, f"{plan_id}: {result.message}")
         status = 409 if result.skipped else (200 if result.ok else 500)
         return JSONResponse(run_view(result).model_dump(mode="json"), status_code=status)
 

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import logging
 import os
 import socket
+import ssl
 import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import AsyncExitStack
@@ -22,11 +22,17 @@ from pathlib import Path
 
 import uvicorn
 
+from central.service.access import ApiAccess
+from central.service.audit import AuditLog, AuditTrail
+from central.service.auth import LEGACY_ENV_NAME, LEGACY_SITE_NAME, LegacyToken, TokenVerifier
 from central.service.interfaces import Fleet, Optimizer, dispatch_optimizer
 from central.service.jobs import TRIGGER_UPLOAD, CentralJobs, Planner
+from central.service.listener import listener_context
 from central.service.metrics import CONTENT_TYPE, Metrics, Snapshot, render
+from central.service.ratelimit import FailureLimiter
 from central.service.state import RunResult, ServiceState
 from central.service.store import Store, StoredUpload
+from central.service.tokens import tokens_path
 from shared.clock import Clock
 from shared.dayahead import MAX_UPLOAD_BYTES, UploadFormat, check_against_site, parse_dayahead
 from shared.edge_api import EdgeTelemetry
@@ -34,10 +40,11 @@ from shared.errors import ConfigError, Problem, UploadError
 from shared.plausibility import Finding, Severity, accept_dayahead, accept_site
 from shared.site import SiteConfig, parse_host_port
 from shared.timeutil import format_utc
+from shared.tls import is_loopback
 
 log = logging.getLogger(__name__)
 
-API_TOKEN_ENV = "EMS_API_TOKEN"
+API_TOKEN_ENV = "EMS_API_TOKEN"  # nosec B105  # the name of a variable, not a secret
 STRICT = "[central] strict_plausibility"
 HTTP_SHUTDOWN_TIMEOUT_S = 2
 
@@ -49,10 +56,21 @@ class ServiceConfig:
     database_path: Path
     http_host: str
     http_port: int  # 0: any free port (see CentralService.http_port)
-    api_token: str | None  # None: every write endpoint is refused
+    api_token: str | None  # the single operator token (EMS_API_TOKEN or [central] api_token), if any
     read_token_required: bool  # reads need the token too (non-loopback address without public_reads)
     opcua_username: str
     opcua_password: str
+    # Access to the HTTP API (docs/security.md).
+    api_token_name: str = LEGACY_ENV_NAME  # the single operator token's name in the audit trail
+    tokens_file: Path = Path("var/api-tokens.toml")
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    insecure_http: bool = False  # plain HTTP on a non-loopback address allowed
+    audit_retention_days: float = 365.0
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_cert_file is not None and self.tls_key_file is not None
 
     @classmethod
     def from_site(cls, site: SiteConfig, environ: Mapping[str, str] | None = None) -> ServiceConfig:
@@ -60,26 +78,25 @@ class ServiceConfig:
         variable named by ``[opcua] central_password_env``. A relative database path is relative to the
         working directory."""
         env = os.environ if environ is None else environ
-        host, port = parse_host_port(site.central.http_address)
-        token = (env.get(API_TOKEN_ENV) or site.central.api_token or "").strip() or None
+        central = site.central
+        host, port = parse_host_port(central.http_address)
+        from_env = (env.get(API_TOKEN_ENV) or "").strip() or None
+        token = from_env or (central.api_token or "").strip() or None
         return cls(
-            database_path=Path(site.central.database_path),
+            database_path=Path(central.database_path),
             http_host=host,
             http_port=port,
             api_token=token,
-            read_token_required=not is_loopback(host) and not site.central.public_reads,
+            read_token_required=not is_loopback(host) and not central.public_reads,
             opcua_username=site.opcua.central_username,
             opcua_password=env.get(site.opcua.central_password_env, ""),
+            api_token_name=LEGACY_ENV_NAME if from_env else LEGACY_SITE_NAME,
+            tokens_file=tokens_path(site),
+            tls_cert_file=None if central.tls_cert_file is None else Path(central.tls_cert_file),
+            tls_key_file=None if central.tls_key_file is None else Path(central.tls_key_file),
+            insecure_http=central.insecure_http,
+            audit_retention_days=central.audit_retention_days,
         )
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 @dataclass(frozen=True)
@@ -101,10 +118,14 @@ class CentralService:
         config: ServiceConfig,
         *,
         optimizer: Optimizer = dispatch_optimizer,
+        limiter: FailureLimiter | None = None,
     ) -> None:
         self.site = site
         self.clock = clock
         self.config = config
+        self._limiter = limiter or FailureLimiter()
+        self._access: ApiAccess | None = None
+        self._audit_log: AuditLog | None = None
         self.state = ServiceState()
         self.metrics = Metrics()
         self._optimizer = optimizer
@@ -142,9 +163,26 @@ class CentralService:
         # A site whose plan would aim where the edges trip (when strict: any warning) starts nothing.
         site_findings = accept_site(self.site, strict=self._strict, strict_by=STRICT, source="site file")
         _log_findings("site file", site_findings)
+        config = self.config
+        tls = listener_context(
+            config.http_host, config.tls_cert_file, config.tls_key_file, config.insecure_http
+        )
+        verifier = TokenVerifier(self.config.tokens_file, self._legacy_token())
         store = await asyncio.to_thread(Store, self.config.database_path)
         stack.callback(store.close)
         self._store = store
+        audit_log = await asyncio.to_thread(
+            AuditLog, self.config.database_path, self.config.audit_retention_days
+        )
+        stack.callback(audit_log.close)
+        self._audit_log = audit_log
+        self._access = ApiAccess(
+            verifier,
+            self._limiter,
+            AuditTrail(audit_log),
+            read_token_required=self.config.read_token_required,
+            secure_cookies=tls is not None,
+        )
         await asyncio.to_thread(self.state.restore, store)
         self._log_restored()
 
@@ -179,11 +217,11 @@ class CentralService:
         stack.push_async_callback(jobs.shutdown)
         self._jobs = jobs
 
-        await self._start_http(stack)
-        if self.config.api_token is None:
+        await self._start_http(stack, tls)
+        if self.config.api_token is None and verifier.count() == 0:
             log.warning(
-                "no API token ([central] api_token or $%s):"
-                " every write endpoint (upload, optimize) is refused",
+                "no API token (`ems token add`, [central] api_token or $%s): every write endpoint"
+                " (upload, optimize) is refused",
                 API_TOKEN_ENV,
             )
         log.info(
@@ -195,7 +233,11 @@ class CentralService:
             _clock_name(self.clock),
         )
 
-    async def _start_http(self, stack: AsyncExitStack) -> None:
+    def _legacy_token(self) -> LegacyToken | None:
+        token = self.config.api_token
+        return None if token is None else LegacyToken(self.config.api_token_name, token)
+
+    async def _start_http(self, stack: AsyncExitStack, tls: ssl.SSLContext | None) -> None:
         from central.service.api import create_app
 
         sock = _listen(self.config.http_host, self.config.http_port)
@@ -207,7 +249,11 @@ class CentralService:
             access_log=False,
             lifespan="off",
             timeout_graceful_shutdown=HTTP_SHUTDOWN_TIMEOUT_S,
+            proxy_headers=False,  # the limiter and the audit trail key on the TCP peer, never a header
+            server_header=False,
         )
+        config.load()
+        config.ssl = tls  # TLS 1.2+ context of shared.tls (uvicorn's own cannot set a minimum version)
         server = _EmbeddedServer(config)
         task = asyncio.create_task(server.serve(sockets=[sock]), name="central-http")
 
@@ -243,13 +289,26 @@ class CentralService:
     def url(self) -> str:
         host = self.config.http_host
         shown = f"[{host}]" if ":" in host else host
-        return f"http://{shown}:{self._http_port}"
+        scheme = "https" if self.config.tls else "http"
+        return f"{scheme}://{shown}:{self._http_port}"
 
     @property
     def store(self) -> Store:
         if self._store is None:
             raise RuntimeError("the service is not running")
         return self._store
+
+    @property
+    def access(self) -> ApiAccess:
+        if self._access is None:
+            raise RuntimeError("the service is not running")
+        return self._access
+
+    @property
+    def audit_log(self) -> AuditLog:
+        if self._audit_log is None:
+            raise RuntimeError("the service is not running")
+        return self._audit_log
 
     @property
     def fleet(self) -> Fleet:
@@ -277,6 +336,7 @@ class CentralService:
             telemetry=self.telemetry(),
             jobs=self.state.jobs(),
             cabinet_ids=tuple(self.site.cabinet_ids),
+            access=self.access.stats(),
         )
         return render(self.metrics, snapshot)
 

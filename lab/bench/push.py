@@ -119,7 +119,8 @@ async def _bench(args: argparse.Namespace) -> int:
 
 
 def _prepare(directory: Path, edges: int, policy: str | None) -> tuple[Path, Path, str, str]:
-    from shared.opcua.pki import ensure_site_pki, pki_layout, users_path
+    from shared.opcua.pki import pki_layout, users_path
+    from shared.opcua.provision import ensure_site_pki
     from shared.opcua.users import Role, UserEntry, Users, hash_password, write_users
     from shared.site import OPCUA_SECURITY_POLICIES, load_site
 
