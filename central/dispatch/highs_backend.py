@@ -21,6 +21,7 @@ import highspy
 import numpy as np
 from numpy.typing import NDArray
 
+from central.dispatch import highs_quality, quality
 from central.dispatch.highs_runtime import describe_failure, new_highs, run_highs
 from central.dispatch.inputs import DispatchInputs, FloatArray
 from central.dispatch.options import DispatchOptions
@@ -265,7 +266,8 @@ def build_lp(x: DispatchInputs, forbid_simultaneous: bool) -> tuple[highspy.High
 
 
 def solve(x: DispatchInputs, options: DispatchOptions) -> LpSolution:
-    """Build and solve the LP of ``x``; never raises for solver trouble (``ok`` False, with the reason)."""
+    """Build and solve the LP of ``x``, then the second stage when ``options.smoothing``; never raises for
+    solver trouble (``ok`` False, with the reason)."""
     build_start_s = time.perf_counter()
     lp, integer_cols, cols = build_lp(x, options.forbid_simultaneous)
     try:
@@ -280,13 +282,23 @@ def solve(x: DispatchInputs, options: DispatchOptions) -> LpSolution:
     if run_status == highspy.HighsStatus.kError or status != highspy.HighsModelStatus.kOptimal:
         return failed_solution(describe_failure(highs, status, options.time_limit_s), build_s, solve_s)
     values = np.asarray(highs.getSolution().col_value, dtype=np.float64)
-    info = highs.getInfo()
+    optimum = float(highs.getInfo().objective_function_value)
+    message = _describe_success(highs.getInfo(), options)
+    stage2_s = 0.0
+    if options.smoothing and quality.criteria(x):
+        first = _first_stage(highs, integer_cols, values, optimum, options)
+        cabinet_cols = highs_quality.CabinetColumns(cols.charge, cols.discharge, cols.energy)
+        second = highs_quality.smooth(highs, lp, x, cabinet_cols, first, options)
+        values, stage2_s = second.col_value, second.solve_s
+        message += quality.describe_second_stage(second.completed, second.stopped, second.solve_s)
     return LpSolution(
         ok=True,
-        message=_describe_success(info, options),
+        message=message,
         build_s=build_s,
-        solve_s=solve_s,
-        objective_value=float(info.objective_function_value),
+        solve_s=solve_s + stage2_s,
+        objective_value=float(np.dot(np.asarray(lp.col_cost_), values)),
+        cost_optimum=optimum,
+        stage2_s=stage2_s,
         charge_kw=values[cols.charge],
         discharge_kw=values[cols.discharge],
         energy_kwh=values[cols.energy],
@@ -294,6 +306,41 @@ def solve(x: DispatchInputs, options: DispatchOptions) -> LpSolution:
         grid_export_kw=values[cols.grid_export],
         pv_used_kw=values[cols.pv_used],
         unserved_kw=values[cols.unserved],
+    )
+
+
+def _first_stage(
+    highs: highspy.Highs,
+    integer_cols: IndexArray,
+    values: FloatArray,
+    optimum: float,
+    options: DispatchOptions,
+) -> highs_quality.FirstStage:
+    """The first stage's solution with the duals the second stage needs.
+
+    An LP's optimal basis has them. A MIP has none: its binaries are held where they are and the LP that
+    remains is solved again for them (without duals the second stage still holds the cost bound).
+    """
+    if integer_cols.size:
+        count = integer_cols.size
+        index = integer_cols.astype(np.int32)
+        held = np.round(values[integer_cols])
+        highs.changeColsIntegrality(
+            count, index, np.full(count, int(highspy.HighsVarType.kContinuous), np.uint8)
+        )
+        highs.changeColsBounds(count, index, held, held)
+        highs.clearSolver()
+        run_highs(highs, interruptible=options.interruptible)
+        if highs.getModelStatus() != highspy.HighsModelStatus.kOptimal:
+            return highs_quality.FirstStage(values, optimum)
+        optimum = float(highs.getInfo().objective_function_value)
+    solution = highs.getSolution()
+    return highs_quality.FirstStage(
+        col_value=np.asarray(solution.col_value, dtype=np.float64),
+        cost=optimum,
+        col_dual=np.asarray(solution.col_dual, dtype=np.float64),
+        row_value=np.asarray(solution.row_value, dtype=np.float64),
+        row_dual=np.asarray(solution.row_dual, dtype=np.float64),
     )
 
 

@@ -36,16 +36,26 @@ def optimize(
     plan_id: str | None = None,
     created_at: datetime | None = None,
     final_soc_min_pct: Mapping[str, float] | None = None,
+    previous_plan: Plan | None = None,
+    current_setpoint_kw: Mapping[str, float] | None = None,
 ) -> Plan:
     """The optimal plan for ``site`` over ``dayahead`` (docs/interfaces.md: economic dispatch, plan).
 
     ``initial_soc_pct`` [%] per cabinet (live telemetry) overrides the upload's; cabinets in neither start at
     50 %. ``final_soc_min_pct`` [%] per cabinet replaces the default terminal SoC (the initial SoC) of
     cabinets without ``soc_final_min_pct`` in the site file. ``created_at`` defaults to the wall clock (the
-    central service passes its clock's time); ``plan_id`` to a fresh unique id.
+    central service passes its clock's time); ``plan_id`` to a fresh unique id. ``previous_plan`` (the plan
+    the edges run) and ``current_setpoint_kw`` [kW, + discharge] per cabinet are what the second stage keeps
+    the plan close to (docs/dispatch.md: plan quality).
     """
     result = solve_dispatch(
-        site, dayahead, options=options, initial_soc_pct=initial_soc_pct, final_soc_min_pct=final_soc_min_pct
+        site,
+        dayahead,
+        options=options,
+        initial_soc_pct=initial_soc_pct,
+        final_soc_min_pct=final_soc_min_pct,
+        previous_plan=previous_plan,
+        current_setpoint_kw=current_setpoint_kw,
     )
     created = created_at if created_at is not None else datetime.now(UTC)
     return result.to_plan(plan_id or new_plan_id(dayahead.start), created)
@@ -63,12 +73,21 @@ def solve_dispatch(
     options: DispatchOptions | None = None,
     initial_soc_pct: Mapping[str, float] | None = None,
     final_soc_min_pct: Mapping[str, float] | None = None,
+    previous_plan: Plan | None = None,
+    current_setpoint_kw: Mapping[str, float] | None = None,
 ) -> DispatchResult:
     """Like :func:`optimize` but returns the typed result (arrays, energy per cabinet, solver objective)."""
     opts = options if options is not None else DispatchOptions()
     start_s = time.perf_counter()
     try:
-        inputs = build_inputs(site, dayahead, initial_soc_pct, final_soc_min_pct)
+        inputs = build_inputs(
+            site,
+            dayahead,
+            initial_soc_pct,
+            final_soc_min_pct,
+            previous_plan=previous_plan,
+            current_setpoint_kw=current_setpoint_kw,
+        )
     except DispatchInputError as exc:
         solver = SolverInfo(backend=opts.backend, message=f"bad input: {exc}")
         return failed_result(tuple(site.cabinet_ids), dayahead.start, dayahead.interval_minutes, solver)
@@ -82,9 +101,10 @@ def solve_dispatch(
         backend=opts.backend,
         build_s=inputs_s + solution.build_s,
         solve_s=solution.solve_s,
+        stage2_s=solution.stage2_s,
         message=solution.message,
     )
-    return evaluate(inputs, solution, solver)
+    return evaluate(inputs, solution, solver, opts.cost_tolerance_rel if opts.smoothing else 0.0)
 
 
 def solve_inputs(inputs: DispatchInputs, options: DispatchOptions) -> LpSolution:
