@@ -43,7 +43,10 @@ def test_plan_fields_follow_the_contract() -> None:
         "total_variation_kw",
         "deviation_from_previous_kw",
     }
-    assert data["quality"]["cost_tolerance_rel"] == 1e-6 and data["quality"]["deviation_from_previous_kw"] is None
+    assert (
+        data["quality"]["cost_tolerance_rel"] == 1e-6
+        and data["quality"]["deviation_from_previous_kw"] is None
+    )
     assert set(data["quality"]["total_variation_kw"]) == set(data["cabinets"])
     assert data["plan_id"] == "p-1"
     assert data["created_at"] == "2026-11-24T00:00:00Z" and data["start"] == "2026-11-24T00:00:00Z"
