@@ -249,7 +249,7 @@ def test_second_stage_runs_from_any_feasible_plan_with_a_cost_bound() -> None:
     cabinet_cols = highs_quality.CabinetColumns(cols.charge, cols.discharge, cols.energy)
     first = highs_quality.FirstStage(values, optimum)
     second = highs_quality.smooth(highs, lp, x, cabinet_cols, first, DispatchOptions())
-    assert second.completed[0] is highs_quality.Criterion.VARIATION and not second.stopped
+    assert second.completed[0] is quality.Criterion.VARIATION and not second.stopped
     setpoint = second.col_value[cols.discharge] - second.col_value[cols.charge]
     cost = float(np.dot(lp.col_cost_, second.col_value))
     assert cost <= optimum + 1e-6 * abs(optimum) + 1e-7
