@@ -6,6 +6,7 @@ The production implementations are :func:`dispatch_optimizer` (``central.dispatc
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Protocol
@@ -63,6 +64,8 @@ class Optimizer(Protocol):
         plan_id: str,
         created_at: datetime,
         final_soc_min_pct: Mapping[str, float] | None = None,
+        previous_plan: Plan | None = None,
+        current_setpoint_kw: Mapping[str, float] | None = None,
     ) -> Plan: ...
 
 
@@ -75,16 +78,33 @@ def dispatch_optimizer(
     plan_id: str,
     created_at: datetime,
     final_soc_min_pct: Mapping[str, float] | None = None,
+    previous_plan: Plan | None = None,
+    current_setpoint_kw: Mapping[str, float] | None = None,
 ) -> Plan:
-    """The economic dispatch LP of docs/interfaces.md: economic dispatch (``central.dispatch``)."""
+    """The economic dispatch LP of docs/interfaces.md: economic dispatch (``central.dispatch``), with the
+    second stage when ``[central] plan_smoothing``: among the cost-optimal plans, the one closest to
+    ``previous_plan`` (the plan the edges run), then the smoothest from ``current_setpoint_kw``."""
     from central.dispatch import DispatchOptions, optimize
 
     return optimize(
         site,
         dayahead,
-        options=DispatchOptions(time_limit_s=time_limit_s),
+        options=DispatchOptions(time_limit_s=time_limit_s, smoothing=site.central.plan_smoothing),
         initial_soc_pct=initial_soc_pct,
         plan_id=plan_id,
         created_at=created_at,
         final_soc_min_pct=final_soc_min_pct,
+        previous_plan=previous_plan,
+        current_setpoint_kw=current_setpoint_kw,
     )
+
+
+def live_setpoints_kw(
+    telemetry: Mapping[str, EdgeTelemetry | None], connected: Mapping[str, bool]
+) -> dict[str, float]:
+    """The setpoint [kW] each connected edge runs now (what a re-plan starts from); others are unknown."""
+    return {
+        cabinet_id: snapshot.setpoint_kw
+        for cabinet_id, snapshot in telemetry.items()
+        if snapshot is not None and connected.get(cabinet_id, False) and math.isfinite(snapshot.setpoint_kw)
+    }
