@@ -138,8 +138,24 @@ def test_bench_dispatch_json_is_the_last_line() -> None:
     for key in ("build_s", "solve_s", "total_s", "raw_solve_s"):
         assert report[key] > 0
     assert report["objective"] == pytest.approx(report["raw_objective"], rel=1e-6)
+    assert report["smoothing"] is True and report["stage2_s"] > 0 and report["stage2_ratio"] > 0
+    assert report["total_variation_kw"] > 0
+    assert report["cost_optimum"] == pytest.approx(report["objective"], rel=1e-6)
     assert "Running HiGHS" not in completed.stdout
     assert "run 2/2" in completed.stderr
+
+
+def test_bench_dispatch_without_smoothing_reports_the_first_vertex(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    args = ["bench", "dispatch", "--cabinets", "4", "--steps", "24", "--repeat", "1", "--no-raw", "--json"]
+    assert main(args) == 0
+    smooth = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert main([*args, "--no-smoothing"]) == 0
+    rough = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert rough["smoothing"] is False and rough["stage2_s"] == 0 and rough["stage2_ratio"] == 0
+    assert smooth["objective"] == pytest.approx(rough["objective"], rel=1e-6)
+    assert smooth["total_variation_kw"] < rough["total_variation_kw"]
 
 
 def test_bench_dispatch_refuses_bad_sizes(capsys: pytest.CaptureFixture[str]) -> None:
