@@ -276,6 +276,7 @@ def solve(x: DispatchInputs, options: DispatchOptions) -> LpSolution:
         cost_optimum=optimum,
         stage2_s=stage2_s,
         **extract(m, x),
+        warm_start=None,  # the reference model always starts from scratch
     )
 
 

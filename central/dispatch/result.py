@@ -17,6 +17,7 @@ from numpy.typing import NDArray
 from central.dispatch import quality
 from central.dispatch.inputs import DispatchInputs, FloatArray
 from central.dispatch.solution import LpSolution
+from central.dispatch.warm_start import WarmStart
 from shared.plan import CabinetPlan, ObjectiveBreakdown, Plan, PlanQuality, PlanStatus, SolverInfo
 from shared.timeutil import format_utc
 
@@ -43,6 +44,9 @@ class DispatchResult:
     solver: SolverInfo
     solver_objective: float  # the solver's own value of the plan's cost (nan if failed)
     quality: PlanQuality | None = None  # None if failed
+    warm_start: WarmStart | None = (
+        None  # for the re-plan that replaces this one (solve_dispatch(warm_start=))
+    )
 
     @property
     def steps(self) -> int:
@@ -145,6 +149,7 @@ def evaluate(
         solver=solver,
         solver_objective=solution.objective_value,
         quality=_quality(x, discharge - charge, solution, cost_tolerance_rel),
+        warm_start=solution.warm_start,
     )
 
 

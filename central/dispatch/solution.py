@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from central.dispatch.inputs import FloatArray
+from central.dispatch.warm_start import WarmStart
 
 
 def _empty() -> FloatArray:
@@ -37,6 +38,7 @@ class LpSolution:
     grid_export_kw: FloatArray = field(default_factory=_empty)
     pv_used_kw: FloatArray = field(default_factory=_empty)
     unserved_kw: FloatArray = field(default_factory=_empty)
+    warm_start: WarmStart | None = None  # the first stage's basis, for the next re-plan (direct backend)
 
 
 def failed_solution(message: str, build_s: float = 0.0, solve_s: float = 0.0) -> LpSolution:
