@@ -69,6 +69,8 @@ async def test_a_replan_gets_the_active_plan_and_stays_on_it(files: SiteFiles, t
     previous = calls[1]["previous_plan"]
     assert previous is not None and previous.plan_id == first.plan_id
     assert calls[1]["current_setpoint_kw"] == {}  # the edges are not running here: nothing is known live
+    # the re-plan's first stage started from the first plan's basis
+    assert "warm start" not in first.solver.message and "warm start" in second.solver.message
     # Nothing changed but the SoC source: the re-plan keeps the plan on the intervals both cover.
     assert second.quality is not None and second.quality.deviation_from_previous_kw is not None
     assert max(second.quality.deviation_from_previous_kw.values()) < 1e-3

@@ -327,3 +327,31 @@ def test_previous_plan_is_resampled_by_energy(
             assert reference[0, t] == pytest.approx(per_minute[first : first + minutes].mean(), abs=1e-9)
         else:
             assert np.isnan(reference[0, t])
+
+
+def _iterations(message: str) -> int:
+    import re
+
+    found = re.search(r"simplex, (\d+) iterations", message)
+    assert found, message
+    return int(found.group(1))
+
+
+def test_a_warm_started_replan_reaches_the_same_optimum_in_fewer_iterations() -> None:
+    from lab.bench.dispatch import bench_site
+
+    site, day = bench_site(10, 96)
+    first = solve_dispatch(site, day)
+    soc = {cabinet_id: float(first.soc_pct[b, 3]) for b, cabinet_id in enumerate(first.cabinet_ids)}
+    later = day.tail(4, soc)
+    cold = solve_dispatch(site, later, initial_soc_pct=soc)
+    warm = solve_dispatch(site, later, initial_soc_pct=soc, warm_start=first.warm_start)
+    assert "warm start" in warm.solver.message and "warm start" not in cold.solver.message
+    assert relative_gap(warm.objective.total, cold.objective.total) < 1e-6
+    assert relative_gap(variation_kw(warm), variation_kw(cold)) < 1e-6
+    assert _iterations(warm.solver.message) < _iterations(cold.solver.message) / 2
+    # a basis of another site (other cabinets, other horizon) is harmless
+    other_site, other_day = bench_site(3, 48, seed=5)
+    other = solve_dispatch(other_site, other_day)
+    mixed = solve_dispatch(site, later, initial_soc_pct=soc, warm_start=other.warm_start)
+    assert relative_gap(mixed.objective.total, cold.objective.total) < 1e-6

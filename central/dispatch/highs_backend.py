@@ -328,10 +328,11 @@ def solve(
         highs = new_highs(lp, integer_cols, options.highs_options())
     except RuntimeError as exc:
         return failed_solution(str(exc), time.perf_counter() - build_start_s)
+    warmed = False
     if warm is not None and not integer_cols.size:
         basis = warm_start.shifted_basis(warm, cols.layout)
-        if basis is not None:
-            highs.setBasis(basis)  # refused (kError): HiGHS starts from scratch
+        # refused (kError): HiGHS starts from scratch
+        warmed = basis is not None and highs.setBasis(basis) != highspy.HighsStatus.kError
     build_s = time.perf_counter() - build_start_s
     solve_start_s = time.perf_counter()
     run_status = run_highs(highs, interruptible=options.interruptible)
@@ -342,7 +343,9 @@ def solve(
     values = np.asarray(highs.getSolution().col_value, dtype=np.float64)
     optimum = float(highs.getInfo().objective_function_value)
     next_warm = warm_start.capture(highs, cols.layout) if not integer_cols.size else None
-    message = _describe_success(highs.getInfo(), options)
+    message = _describe_success(highs.getInfo(), options) + (
+        "; warm start from the previous basis" if warmed else ""
+    )
     stage2_s = 0.0
     if options.smoothing and quality.criteria(x):
         first = _first_stage(highs, integer_cols, values, optimum, options)
