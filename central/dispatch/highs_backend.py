@@ -348,7 +348,7 @@ def solve(
     )
     stage2_s = 0.0
     if options.smoothing and quality.criteria(x):
-        first = _first_stage(highs, integer_cols, values, optimum, options)
+        first = highs_quality.first_stage(highs, integer_cols, values, optimum, options)
         cabinet_cols = highs_quality.CabinetColumns(cols.charge, cols.discharge, cols.energy)
         second = highs_quality.smooth(highs, lp, x, cabinet_cols, first, options)
         values, stage2_s = second.col_value, second.solve_s
@@ -369,41 +369,6 @@ def solve(
         pv_used_kw=values[cols.pv_used],
         unserved_kw=values[cols.unserved],
         warm_start=next_warm,
-    )
-
-
-def _first_stage(
-    highs: highspy.Highs,
-    integer_cols: IndexArray,
-    values: FloatArray,
-    optimum: float,
-    options: DispatchOptions,
-) -> highs_quality.FirstStage:
-    """The first stage's solution with the duals the second stage needs.
-
-    An LP's optimal basis has them. A MIP has none: its binaries are held where they are and the LP that
-    remains is solved again for them (without duals the second stage still holds the cost bound).
-    """
-    if integer_cols.size:
-        count = integer_cols.size
-        index = integer_cols.astype(np.int32)
-        held = np.round(values[integer_cols])
-        highs.changeColsIntegrality(
-            count, index, np.full(count, int(highspy.HighsVarType.kContinuous), np.uint8)
-        )
-        highs.changeColsBounds(count, index, held, held)
-        highs.clearSolver()
-        run_highs(highs, interruptible=options.interruptible)
-        if highs.getModelStatus() != highspy.HighsModelStatus.kOptimal:
-            return highs_quality.FirstStage(values, optimum)
-        optimum = float(highs.getInfo().objective_function_value)
-    solution = highs.getSolution()
-    return highs_quality.FirstStage(
-        col_value=np.asarray(solution.col_value, dtype=np.float64),
-        cost=optimum,
-        col_dual=np.asarray(solution.col_dual, dtype=np.float64),
-        row_value=np.asarray(solution.row_value, dtype=np.float64),
-        row_dual=np.asarray(solution.row_dual, dtype=np.float64),
     )
 
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import highspy
 import numpy as np
+from numpy.typing import NDArray
 
 from central.dispatch.highs_runtime import describe_failure, run_highs
 from central.dispatch.inputs import DispatchInputs, FloatArray
@@ -137,6 +138,41 @@ class _StageLp:
             status != highspy.HighsStatus.kError
             and self.highs.getModelStatus() == highspy.HighsModelStatus.kOptimal
         )
+
+
+def first_stage(
+    highs: highspy.Highs,
+    integer_cols: NDArray[np.int64],
+    values: FloatArray,
+    optimum: float,
+    options: DispatchOptions,
+) -> FirstStage:
+    """The first stage's solution with the duals the second stage needs.
+
+    An LP's optimal basis has them. A MIP has none: its binaries are held where they are and the LP that
+    remains is solved again for them (without duals the second stage still holds the cost bound).
+    """
+    if integer_cols.size:
+        count = integer_cols.size
+        index = integer_cols.astype(np.int32)
+        held = np.round(values[integer_cols])
+        highs.changeColsIntegrality(
+            count, index, np.full(count, int(highspy.HighsVarType.kContinuous), np.uint8)
+        )
+        highs.changeColsBounds(count, index, held, held)
+        highs.clearSolver()
+        run_highs(highs, interruptible=options.interruptible)
+        if highs.getModelStatus() != highspy.HighsModelStatus.kOptimal:
+            return FirstStage(values, optimum)
+        optimum = float(highs.getInfo().objective_function_value)
+    solution = highs.getSolution()
+    return FirstStage(
+        col_value=np.asarray(solution.col_value, dtype=np.float64),
+        cost=optimum,
+        col_dual=np.asarray(solution.col_dual, dtype=np.float64),
+        row_value=np.asarray(solution.row_value, dtype=np.float64),
+        row_dual=np.asarray(solution.row_dual, dtype=np.float64),
+    )
 
 
 Block = Callable[[_StageLp, DispatchInputs, CabinetColumns], tuple[IndexArray, FloatArray]]

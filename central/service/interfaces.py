@@ -11,12 +11,15 @@ import threading
 from collections import OrderedDict
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from shared.dayahead import DayAhead
 from shared.edge_api import EdgeTelemetry
 from shared.plan import Plan
 from shared.site import SiteConfig
+
+if TYPE_CHECKING:
+    from central.dispatch import WarmStart
 
 
 class PushOutcomeLike(Protocol):
@@ -85,7 +88,7 @@ class DispatchOptimizer:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._bases: OrderedDict[str, Any] = OrderedDict()
+        self._bases: OrderedDict[str, WarmStart] = OrderedDict()
 
     def __call__(
         self,
