@@ -171,6 +171,8 @@ def test_different_initial_soc_is_not_aggregated() -> None:
         ({"mip_gap": 1.0}, "mip_gap must be in [0, 1)"),
         ({"lp_algorithm": "barrier"}, "lp_algorithm must be one of"),
         ({"threads": 0}, "threads must be 1-64"),
+        ({"cost_tolerance_rel": -1e-9}, "cost_tolerance_rel must be in [0, 1)"),
+        ({"cost_tolerance_rel": float("nan")}, "cost_tolerance_rel must be in [0, 1)"),
     ],
 )
 def test_options_refuse_bad_values(kwargs: dict[str, object], needle: str) -> None:

@@ -355,3 +355,36 @@ def test_a_warm_started_replan_reaches_the_same_optimum_in_fewer_iterations() ->
     other = solve_dispatch(other_site, other_day)
     mixed = solve_dispatch(site, later, initial_soc_pct=soc, warm_start=other.warm_start)
     assert relative_gap(mixed.objective.total, cold.objective.total) < 1e-6
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    st.dictionaries(
+        st.sampled_from(["cab-1", "cab-2", "cab-x", ""]),
+        st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.booleans(), st.integers(-500, 500)),
+        max_size=3,
+    )
+)
+def test_current_setpoints_are_used_or_refused_by_name(setpoints: dict[str, Any]) -> None:
+    from central.dispatch.inputs import DispatchInputError
+
+    site = make_site([{}, {}])
+    day = make_day([10.0, 20.0], [0.1, 0.2])
+    bad = {
+        key
+        for key, value in setpoints.items()
+        if key not in ("cab-1", "cab-2") or isinstance(value, bool) or not np.isfinite(float(value))
+    }
+    try:
+        x = build_inputs(site, day, current_setpoint_kw=setpoints)
+    except DispatchInputError as exc:
+        assert bad and all(any(f"{key!r}" in p or f".{key}:" in p for p in exc.problems) for key in bad)
+        return
+    assert not bad
+    if setpoints:
+        assert x.current_setpoint_kw is not None
+        for b, cabinet_id in enumerate(x.cabinet_ids):
+            expected = float(setpoints.get(cabinet_id, np.nan))
+            assert (np.isnan(expected) and np.isnan(x.current_setpoint_kw[b])) or x.current_setpoint_kw[
+                b
+            ] == expected
