@@ -34,7 +34,7 @@ MAX_STEPS = 2_880
 # (cabinets, steps) -> total [s] from the issue; and total <= 1.3 x raw HiGHS from 100 x 96 up.
 TARGET_TOTAL_S = {(1, 96): 0.020, (100, 96): 1.0, (1000, 288): 30.0}
 TARGET_RAW_RATIO = 1.3
-# The second stage adds at most this to the solve time at these sizes (issue 14).
+# The second stage adds at most this to the solve time at these sizes (plan-quality target).
 TARGET_STAGE2_RATIO = 0.5
 STAGE2_TARGET_SIZES = ((100, 96), (1000, 96))
 
