@@ -81,6 +81,9 @@ BENCHES: tuple[Command, ...] = (
     Command("edge", "lab.bench.edge", Extra.LAB, "edge cycle timing and interlock reaction"),
     Command("sim", "lab.bench.sim", Extra.LAB, "Modbus throughput of one simulator process"),
     Command("dispatch", "lab.bench.dispatch", Extra.LAB, "time the dispatch on a generated site"),
+    Command(
+        "replan", "lab.bench.replan", Extra.LAB, "a day of re-optimizations: cold vs warm, plan stability"
+    ),
     Command("push", "lab.bench.push", Extra.LAB, "OPC UA push and telemetry latency to N edges"),
     Command("upload", "lab.bench.upload", Extra.LAB, "time from an upload to every edge running it"),
     Command("footprint", "lab.bench.footprint", Extra.LAB, "memory, CPU and start time of one role"),

@@ -159,6 +159,7 @@ class CentralSettings(_Strict):
     api_token: str | None = None  # also EMS_API_TOKEN; required for write endpoints
     push_timeout_s: float = Field(default=2.0, gt=0.0)
     solver_time_limit_s: float = Field(default=30.0, gt=0.0)
+    plan_smoothing: bool = True  # the dispatch's second stage (docs/dispatch.md: plan quality)
     # Keys below: see docs/central.md.
     telemetry_sample_every_s: float = Field(default=60.0, gt=0.0)  # simulated time
     telemetry_retention_days: float = Field(default=30.0, gt=0.0)

@@ -26,7 +26,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
-from central.service.interfaces import Fleet, Optimizer, PushOutcomeLike
+from central.service.interfaces import Fleet, Optimizer, PushOutcomeLike, live_setpoints_kw
 from central.service.metrics import Metrics
 from central.service.state import RunResult, ServiceState, SocChoice
 from central.service.store import PushRecord, Store, StoredPlan, TelemetrySample
@@ -219,6 +219,8 @@ class Planner:
             plan_id=plan_id,
             created_at=started,
             final_soc_min_pct=final_soc_pct,
+            previous_plan=self._state.plan.plan if self._state.plan is not None else None,
+            current_setpoint_kw=live_setpoints_kw(self._fleet.telemetry(), self._fleet.connected()),
         )
         optimize_wall_s = time.perf_counter() - wall_start_s
         stored = await asyncio.to_thread(
