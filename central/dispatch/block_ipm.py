@@ -1,0 +1,176 @@
+"""A primal-dual interior point method (Mehrotra predictor-corrector) for the block LP.
+
+Every variable of :class:`~central.dispatch.block_lp.BlockLp` is boxed, ``l <= x <= u``, and every row an
+equality, ``A x = b``. One iteration solves the Newton system of the perturbed optimality conditions
+
+    A x = b,   A^T y + z_l - z_u = c,   (x - l) z_l = mu,   (u - x) z_u = mu
+
+through the normal equations ``A Theta A^T dy = r`` (:class:`~central.dispatch.block_kkt.BlockNormalSolver`,
+which exploits the cabinet blocks), once for the affine direction and once for the centred, corrected one.
+Variables with ``l == u`` are held at their value (their ``Theta`` and bound duals are 0). The iterates are
+not exactly feasible; the driver (:mod:`central.dispatch.certified`) turns them into feasible plans and valid
+lower bounds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+from central.dispatch.block_kkt import BlockNormalSolver
+from central.dispatch.block_lp import BlockLp
+from central.dispatch.inputs import FloatArray
+
+STEP_TO_BOUNDARY = 0.995  # fraction of the way to the boundary that a step goes
+FIXED_WIDTH = 1e-9  # a box narrower than this [kW or kWh] holds a fixed variable
+REGULARIZATION = 1e-10  # relative increase of the normal equations' diagonal
+MIN_GAP = 1e-300  # distances to a bound are kept above this (a step may round onto the bound)
+START_INSET = 0.1  # the starting point keeps this fraction of each box width away from the bounds
+
+
+@dataclass(frozen=True)
+class Iterate:
+    """What the driver needs from an iteration: primal values, row duals and the progress measures."""
+
+    iteration: int
+    x: FloatArray
+    cabinet_dual: FloatArray  # (B, T + 1)
+    site_dual: FloatArray
+    mu: float  # average complementarity
+    primal_residual: float  # max |A x - b| relative to 1 + max |b|
+
+
+@dataclass(frozen=True)
+class _Direction:
+    x: FloatArray
+    cabinet_dual: FloatArray
+    site_dual: FloatArray
+    lower_dual: FloatArray
+    upper_dual: FloatArray
+
+
+class InteriorPoint:
+    """The iteration state; :meth:`step` performs one predictor-corrector iteration."""
+
+    def __init__(self, lp: BlockLp) -> None:
+        self.lp = lp
+        self.solver = BlockNormalSolver(lp)
+        width = lp.upper - lp.lower
+        self.fixed: NDArray[np.intp] = np.flatnonzero(width <= FIXED_WIDTH)
+        self.free = np.ones(lp.layout.size)
+        self.free[self.fixed] = 0.0
+        self.count = max(2 * (lp.layout.size - self.fixed.size), 1)
+        self.iteration = 0
+        self._start()
+
+    def _start(self) -> None:
+        """Primal point inside every box, as close to the rows as a least-squares step gets; dual point
+        from a least-squares fit of ``A^T y`` to the costs; bound duals from the remaining reduced costs."""
+        lp = self.lp
+        width = (lp.upper - lp.lower) * self.free
+        middle = lp.lower + 0.5 * width
+        unit = self.free.copy()
+        self.solver.factor(unit, REGULARIZATION)
+        residual_cabinet, residual_site = lp.apply(middle)
+        step_cabinet, step_site = self.solver.solve(
+            lp.cabinet_rhs - residual_cabinet, lp.site_rhs - residual_site
+        )
+        x = middle + unit * lp.apply_transpose(step_cabinet, step_site)
+        self.x = np.clip(x, lp.lower + START_INSET * width, lp.upper - START_INSET * width)
+        cost_cabinet, cost_site = lp.apply(unit * lp.cost)
+        self.cabinet_dual, self.site_dual = self.solver.solve(cost_cabinet, cost_site)
+        reduced = (lp.cost - lp.apply_transpose(self.cabinet_dual, self.site_dual)) * self.free
+        floor = max(float(np.abs(reduced).max(initial=0.0)) * 1e-2, 1e-8)
+        self.lower_dual = (np.maximum(reduced, 0.0) + floor) * self.free
+        self.upper_dual = (np.maximum(-reduced, 0.0) + floor) * self.free
+
+    def _gaps(self) -> tuple[FloatArray, FloatArray]:
+        """Distances to the lower and upper bounds (1 for fixed variables, which carry no duals)."""
+        lower_gap = np.maximum(self.x - self.lp.lower, MIN_GAP)
+        upper_gap = np.maximum(self.lp.upper - self.x, MIN_GAP)
+        lower_gap[self.fixed] = 1.0
+        upper_gap[self.fixed] = 1.0
+        return lower_gap, upper_gap
+
+    def _primal_residuals(self) -> tuple[FloatArray, FloatArray]:
+        ax_cabinet, ax_site = self.lp.apply(self.x)
+        return self.lp.cabinet_rhs - ax_cabinet, self.lp.site_rhs - ax_site
+
+    def _mu(self, lower_gap: FloatArray, upper_gap: FloatArray) -> float:
+        return float((lower_gap @ self.lower_dual + upper_gap @ self.upper_dual) / self.count)
+
+    def step(self) -> Iterate:
+        """One Mehrotra predictor-corrector iteration; returns the new iterate."""
+        lp = self.lp
+        lower_gap, upper_gap = self._gaps()
+        primal_cabinet, primal_site = self._primal_residuals()
+        dual = lp.cost - lp.apply_transpose(self.cabinet_dual, self.site_dual) - self.lower_dual
+        dual += self.upper_dual
+        dual *= self.free
+        mu = self._mu(lower_gap, upper_gap)
+        theta = self.free / (self.lower_dual / lower_gap + self.upper_dual / upper_gap + (1.0 - self.free))
+        self.solver.factor(theta, REGULARIZATION)
+
+        def direction(lower_rhs: FloatArray, upper_rhs: FloatArray) -> _Direction:
+            reduced = dual - lower_rhs / lower_gap + upper_rhs / upper_gap
+            a_cabinet, a_site = lp.apply(theta * reduced)
+            dy_cabinet, dy_site = self.solver.solve(primal_cabinet + a_cabinet, primal_site + a_site)
+            dx = theta * (lp.apply_transpose(dy_cabinet, dy_site) - reduced)
+            dz_lower = (lower_rhs - self.lower_dual * dx) / lower_gap
+            dz_upper = (upper_rhs + self.upper_dual * dx) / upper_gap
+            return _Direction(dx, dy_cabinet, dy_site, dz_lower, dz_upper)
+
+        lower_product = lower_gap * self.lower_dual
+        upper_product = upper_gap * self.upper_dual
+        affine = direction(-lower_product, -upper_product)
+        primal_step, dual_step = self._step_lengths(affine, lower_gap, upper_gap, 1.0)
+        affine_mu = (
+            (lower_gap + primal_step * affine.x) @ (self.lower_dual + dual_step * affine.lower_dual)
+            + (upper_gap - primal_step * affine.x) @ (self.upper_dual + dual_step * affine.upper_dual)
+        ) / self.count
+        centring = min(1.0, (float(affine_mu) / mu) ** 3) if mu > 0 else 0.0
+        target = centring * mu * self.free
+        corrected = direction(
+            target - lower_product - affine.x * affine.lower_dual,
+            target - upper_product + affine.x * affine.upper_dual,
+        )
+        primal_step, dual_step = self._step_lengths(corrected, lower_gap, upper_gap, STEP_TO_BOUNDARY)
+        self.x = self.x + primal_step * corrected.x
+        self.cabinet_dual = self.cabinet_dual + dual_step * corrected.cabinet_dual
+        self.site_dual = self.site_dual + dual_step * corrected.site_dual
+        self.lower_dual = self.lower_dual + dual_step * corrected.lower_dual
+        self.upper_dual = self.upper_dual + dual_step * corrected.upper_dual
+        self.iteration += 1
+        return self._iterate()
+
+    def _step_lengths(
+        self, d: _Direction, lower_gap: FloatArray, upper_gap: FloatArray, fraction: float
+    ) -> tuple[float, float]:
+        """The longest steps in [0, 1] (times ``fraction``) that keep gaps and bound duals non-negative."""
+        primal = min(_max_step(lower_gap, d.x), _max_step(upper_gap, -d.x))
+        dual = min(_max_step(self.lower_dual, d.lower_dual), _max_step(self.upper_dual, d.upper_dual))
+        return min(1.0, fraction * primal), min(1.0, fraction * dual)
+
+    def _iterate(self) -> Iterate:
+        lower_gap, upper_gap = self._gaps()
+        primal_cabinet, primal_site = self._primal_residuals()
+        rhs_scale = 1.0 + max(float(np.abs(self.lp.cabinet_rhs).max()), float(np.abs(self.lp.site_rhs).max()))
+        primal = max(float(np.abs(primal_cabinet).max()), float(np.abs(primal_site).max())) / rhs_scale
+        return Iterate(
+            iteration=self.iteration,
+            x=self.x,
+            cabinet_dual=self.cabinet_dual,
+            site_dual=self.site_dual,
+            mu=self._mu(lower_gap, upper_gap),
+            primal_residual=primal,
+        )
+
+
+def _max_step(value: FloatArray, change: FloatArray) -> float:
+    """The largest ``a`` with ``value + a * change >= 0`` for positive ``value`` (inf when nothing decreases);
+    entries with ``value == 0`` (fixed variables) must have ``change == 0``."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        fastest = float(np.nanmax(-change / value, initial=0.0))
+    return 1.0 / fastest if fastest > 0.0 else float("inf")
