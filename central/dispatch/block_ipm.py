@@ -25,9 +25,10 @@ from central.dispatch.inputs import FloatArray
 
 STEP_TO_BOUNDARY = 0.995  # fraction of the way to the boundary that a step goes
 FIXED_WIDTH = 1e-9  # a box narrower than this [kW or kWh] holds a fixed variable
-REGULARIZATION = 1e-10  # relative increase of the normal equations' diagonal
+REGULARIZATION = 1e-12  # relative increase of the normal equations' diagonal
 MIN_GAP = 1e-300  # distances to a bound are kept above this (a step may round onto the bound)
 START_INSET = 0.1  # the starting point keeps this fraction of each box width away from the bounds
+REFINEMENTS = 1  # iterative refinement steps of every Newton direction
 
 
 @dataclass(frozen=True)
@@ -110,7 +111,8 @@ class InteriorPoint:
         dual += self.upper_dual
         dual *= self.free
         mu = self._mu(lower_gap, upper_gap)
-        theta = self.free / (self.lower_dual / lower_gap + self.upper_dual / upper_gap + (1.0 - self.free))
+        with np.errstate(over="ignore"):  # a gap of ~1e-300 gives inf, and Theta 0: the variable is at its bound
+            theta = self.free / (self.lower_dual / lower_gap + self.upper_dual / upper_gap + (1.0 - self.free))
         self.solver.factor(theta, REGULARIZATION)
 
         def direction(lower_rhs: FloatArray, upper_rhs: FloatArray) -> _Direction:
@@ -118,6 +120,13 @@ class InteriorPoint:
             a_cabinet, a_site = lp.apply(theta * reduced)
             dy_cabinet, dy_site = self.solver.solve(primal_cabinet + a_cabinet, primal_site + a_site)
             dx = theta * (lp.apply_transpose(dy_cabinet, dy_site) - reduced)
+            for _ in range(REFINEMENTS):  # A dx = primal residual, to the accuracy the factor allows
+                ax_cabinet, ax_site = lp.apply(dx)
+                error_cabinet, error_site = primal_cabinet - ax_cabinet, primal_site - ax_site
+                fix_cabinet, fix_site = self.solver.solve(error_cabinet, error_site)
+                dy_cabinet += fix_cabinet
+                dy_site += fix_site
+                dx += theta * lp.apply_transpose(fix_cabinet, fix_site)
             dz_lower = (lower_rhs - self.lower_dual * dx) / lower_gap
             dz_upper = (upper_rhs + self.upper_dual * dx) / upper_gap
             return _Direction(dx, dy_cabinet, dy_site, dz_lower, dz_upper)

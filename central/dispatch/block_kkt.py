@@ -39,6 +39,7 @@ class _OtherSiteRows:
     coupling to the balance rows ``B = [diag(bp); diag(bi)]``; zero-length arrays stand for absent rows.
     """
 
+    steps: int
     pp: FloatArray
     peak: float
     pi: FloatArray
@@ -55,10 +56,9 @@ class _OtherSiteRows:
 
     def balance_correction(self) -> tuple[FloatArray, FloatArray, float]:
         """``B^T C^-1 B = diag(d) - k v v^T`` on the balance rows: returns d, v, k."""
-        steps = max(self.bp.size, self.bi.size)
-        diag = self.bi**2 / self.ii if self.ii.size else np.zeros(steps)
+        diag = self.bi**2 / self.ii if self.ii.size else np.zeros(self.steps)
         if not self.pp.size:
-            return diag, np.zeros(steps), 0.0
+            return diag, np.zeros(self.steps), 0.0
         g = self.bp - (self.pi * self.bi / self.ii if self.ii.size else 0.0)
         _, inverse, k = self._reduced_peak()
         return diag + g**2 * inverse, g * inverse, k
@@ -66,7 +66,7 @@ class _OtherSiteRows:
     def solve(self, rhs_peak: FloatArray, rhs_imbalance: FloatArray) -> tuple[FloatArray, FloatArray]:
         """``C^-1 [rhs_peak; rhs_imbalance]``."""
         if not self.pp.size:
-            return rhs_peak, rhs_imbalance / self.ii
+            return rhs_peak, rhs_imbalance / self.ii if self.ii.size else rhs_imbalance
         u = rhs_peak - (self.pi * rhs_imbalance / self.ii if self.ii.size else 0.0)
         _, inverse, k = self._reduced_peak()
         w_peak = inverse * u - k * inverse * float(inverse @ u)
@@ -184,7 +184,7 @@ class BlockNormalSolver:
         if lay.has_commitment:
             ii, bi = raise_(gi + ge + t("over") + t("under")), gi + ge
             pi = gi if lay.has_peak else empty
-        return balance, _OtherSiteRows(pp=pp, peak=peak, pi=pi, ii=ii, bp=bp, bi=bi)
+        return balance, _OtherSiteRows(steps=lay.steps, pp=pp, peak=peak, pi=pi, ii=ii, bp=bp, bi=bi)
 
 
 def _ldl(diag: FloatArray, off: FloatArray) -> tuple[FloatArray, FloatArray]:

@@ -207,7 +207,7 @@ def build_block_lp(x: DispatchInputs) -> BlockLp:
     layout = Layout(
         x.cabinets,
         x.steps,
-        x.demand_charge_per_kw > 0,
+        x.demand_charge_per_kw > 0 and x.grid_import_limit_kw > 0,  # no import: no peak to price
         commitment is not None,
         np.flatnonzero(x.excess_above_window_kwh > 0),
         np.flatnonzero(x.deficit_below_window_kwh > 0),
@@ -273,8 +273,9 @@ def _site_bounds(x: DispatchInputs, lay: Layout, cost: FloatArray, lower: FloatA
     upper[lay.site("grid_export")] = x.grid_export_limit_kw
     upper[lay.site("pv_used")] = x.pv_kw
     cost[lay.site("unserved")] = dt * x.unserved_energy_price_per_kwh
-    # unserved = load - gi + ge - u - sum (d - c) <= load + export limit + all charge limits
-    upper[lay.site("unserved")] = x.load_kw + x.grid_export_limit_kw + float(x.charge_limit_kw.sum())
+    # unserved = load - gi + ge - u - sum (d - c) <= load + export limit + all charge limits (+ 1 kW, so the
+    # variable is never fixed and every balance row keeps a free variable)
+    upper[lay.site("unserved")] = x.load_kw + x.grid_export_limit_kw + float(x.charge_limit_kw.sum()) + 1.0
     if lay.has_peak:
         cost[lay.site("peak")] = x.demand_charge_per_kw
         upper[lay.site("peak")] = x.grid_import_limit_kw
@@ -284,6 +285,7 @@ def _site_bounds(x: DispatchInputs, lay: Layout, cost: FloatArray, lower: FloatA
         imbalance = dt * x.imbalance_price_per_kwh
         cost[lay.site("over")] = imbalance
         cost[lay.site("under")] = imbalance
-        # at an optimum over = max(0, gi - ge - commitment) and under = max(0, commitment - gi + ge)
-        upper[lay.site("over")] = np.maximum(x.grid_import_limit_kw - commitment, 0.0)
-        upper[lay.site("under")] = np.maximum(commitment + x.grid_export_limit_kw, 0.0)
+        # at an optimum over = max(0, gi - ge - commitment) and under = max(0, commitment - gi + ge) (+ 1 kW:
+        # never fixed)
+        upper[lay.site("over")] = np.maximum(x.grid_import_limit_kw - commitment, 0.0) + 1.0
+        upper[lay.site("under")] = np.maximum(commitment + x.grid_export_limit_kw, 0.0) + 1.0

@@ -38,7 +38,7 @@ from shared.plan import SolverInfo
 
 log = logging.getLogger(__name__)
 
-STALL_ITERATIONS = 8  # iterations without a better bound or plan after which the method gives up
+STALL_ITERATIONS = 8  # iterations without a better bound or plan (once plans are recovered) that end it
 RECOVERY_RESIDUAL = 1e-2  # recover plans from iterates whose relative row residual is below this
 
 
@@ -221,7 +221,7 @@ class _Run:
             improved = self.offer_bound(lagrangian_bound(lp, iterate.cabinet_dual, iterate.site_dual))
             if iterate.primal_residual < RECOVERY_RESIDUAL:
                 improved |= self.recover_from(lp, iterate)
-            quiet = 0 if improved else quiet + 1
+                quiet = 0 if improved else quiet + 1
             last_iteration_s = time.perf_counter() - began
 
     def stop_reason(self, last_iteration_s: float, quiet: int) -> StopReason | None:

@@ -16,11 +16,15 @@ docs/dispatch.md, whatever the proposal was:
    end). With ``net_all`` what is left is netted out too and step 2 then cuts the charge that no longer
    fits: an iterate's simultaneous charge and discharge is usually round-off, but on days when burning
    energy in the losses pays (paid to consume) it is the optimum, so the driver tries both;
+   a cabinet that ends a little below its terminal SoC (less than ``ROUND_OFF_KWH_PER_KWH`` of its
+   capacity: an iterate's round-off, not a target the day cannot meet) then discharges less (or charges
+   more) in its last intervals where there is room;
 4. the site's variables (grid import and export, PV used, unserved load, peak, imbalance) are chosen
    optimally for the cabinets' net power by a small LP, the same site rows as the full LP. Before that,
    where the cabinets would deliver more than load plus export limit (no site variable can take it), their
-   discharge in that interval is reduced, and where they would charge while load goes unserved, their
-   charge (never worth it: the unserved and the terminal penalties are equal); steps 2-3 then run again.
+   discharge in that interval is reduced, and where they would charge while load goes unserved, the charge
+   of the cabinets inside their window (for them never worth it: the unserved and the terminal penalties
+   are equal; a cabinet below its window may rightly charge to get back in); steps 2-3 then run again.
    Where the site LP still leaves load unserved, cabinets that have energy to spare (above their SoC range
    for the rest of the horizon and above their terminal SoC) discharge more, and the site LP runs again.
 
@@ -41,6 +45,7 @@ from central.dispatch.solution import LpSolution
 REPAIR_ROUNDS = 5  # rounds of (cut power the site cannot take, redo the SoC pass)
 POWER_SLACK_KW = 1e-9  # an overflow below this counts as none
 SNAP_KW = 1e-5  # charge or discharge below this is set to 0
+ROUND_OFF_KWH_PER_KWH = 1e-4  # a terminal shortfall below this share of capacity is round-off
 
 
 def energy_range_kwh(x: DispatchInputs) -> tuple[FloatArray, FloatArray]:
@@ -69,9 +74,35 @@ def feasible_schedules(
     charge, discharge = _keep_in_range(x, charge, discharge)
     charge, discharge = _net_out(x, charge, discharge)
     both = np.minimum(charge, discharge)
-    if not net_all or not both.any():
+    if net_all and both.any():
+        charge, discharge = _keep_in_range(x, charge - both, discharge - both)
+    return _meet_terminal(x, charge, discharge)
+
+
+def _meet_terminal(x: DispatchInputs, charge: FloatArray, discharge: FloatArray) -> tuple[FloatArray, FloatArray]:
+    """Cabinets ending a little below their terminal SoC: from the last interval backwards, discharge less,
+    then charge more, as far as the window's top allows in every later interval."""
+    energy = stored_energy(x, charge, discharge)
+    missing = x.energy_final_min_kwh - energy[:, -1]
+    short = np.flatnonzero((missing > 0) & (missing < ROUND_OFF_KWH_PER_KWH * x.capacity_kwh))
+    if short.size == 0:
         return charge, discharge
-    return _keep_in_range(x, charge - both, discharge - both)
+    charge, discharge = charge.copy(), discharge.copy()
+    need = x.energy_final_min_kwh[short] - energy[short, -1]
+    room = np.minimum.accumulate((x.energy_max_kwh[short, np.newaxis] - energy[short])[:, ::-1], axis=1)[:, ::-1]
+    stored_per_kw = x.interval_h * x.charge_efficiency[short]
+    taken_per_kw = x.interval_h / x.discharge_efficiency[short]
+    added = np.zeros(short.size)
+    for t in range(x.steps - 1, -1, -1):
+        budget = np.clip(np.minimum(need - added, room[:, t] - added), 0.0, None)
+        less = np.minimum(discharge[short, t], budget / taken_per_kw)
+        discharge[short, t] -= less
+        added += less * taken_per_kw
+        budget = np.clip(np.minimum(need - added, room[:, t] - added), 0.0, None)
+        more = np.minimum(x.charge_limit_kw[short] - charge[short, t], budget / stored_per_kw)
+        charge[short, t] += more
+        added += more * stored_per_kw
+    return charge, discharge
 
 
 def has_simultaneous(charge: FloatArray, discharge: FloatArray) -> bool:
@@ -119,7 +150,7 @@ def _net_out(x: DispatchInputs, charge: FloatArray, discharge: FloatArray) -> tu
     loss_per_kw = x.interval_h * (1.0 / x.discharge_efficiency - x.charge_efficiency)
     headroom = x.energy_max_kwh[:, np.newaxis] - stored_energy(x, charge, discharge)
     later_headroom = np.minimum.accumulate(headroom[:, ::-1], axis=1)[:, ::-1]
-    with np.errstate(divide="ignore"):
+    with np.errstate(divide="ignore", invalid="ignore"):
         allowed = np.where(
             loss_per_kw[:, np.newaxis] > 0,
             np.maximum(later_headroom, 0.0) / loss_per_kw[:, np.newaxis],
@@ -143,9 +174,12 @@ def _cap_export(x: DispatchInputs, charge: FloatArray, discharge: FloatArray) ->
 def _cap_charging_while_short(
     x: DispatchInputs, charge: FloatArray, discharge: FloatArray
 ) -> tuple[FloatArray, bool]:
-    """Reduce charge where load would go unserved (net load above import limit plus PV); True if none."""
+    """Reduce the charge of cabinets inside their window where load would go unserved (net load above
+    import limit plus PV); True if there was none to reduce."""
     short = x.load_kw - (discharge - charge).sum(axis=0) - x.grid_import_limit_kw - x.pv_kw
-    return _scale_down(charge, np.minimum(short, charge.sum(axis=0)))
+    inside = (x.deficit_below_window_kwh == 0)[:, np.newaxis]
+    capped, fits = _scale_down(np.where(inside, charge, 0.0), np.minimum(short, (inside * charge).sum(axis=0)))
+    return np.where(inside, capped, charge), fits
 
 
 def _scale_down(power: FloatArray, excess: FloatArray) -> tuple[FloatArray, bool]:
