@@ -122,7 +122,7 @@ class BlockNormalSolver:
             raise RuntimeError("factor() first")
         lay = self.lp.layout
         steps = lay.steps
-        rhs = np.ascontiguousarray(cabinet_rhs.T)
+        rhs = np.array(cabinet_rhs.T, order="C")  # a copy: the caller's array is not modified
         first = _tridiagonal_solve(f.pivot, f.lower, rhs)
         rhs_peak = site_rhs[lay.peak_rows] if lay.has_peak else np.zeros(0)
         rhs_imbalance = site_rhs[lay.imbalance_rows] if lay.has_commitment else np.zeros(0)

@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 
 STALL_ITERATIONS = 8  # iterations without a better bound or plan (once plans are recovered) that end it
 RECOVERY_RESIDUAL = 1e-2  # recover plans from iterates whose relative row residual is below this
+MU_FLOOR = 1e-14  # complementarity below this share of the first iterate's: numerically at the end
 
 
 class DispatchMethod(StrEnum):
@@ -209,6 +210,7 @@ class _Run:
         ipm = InteriorPoint(lp)
         last_iteration_s = 0.0
         quiet = 0
+        first_mu = math.inf
         while True:
             reason = self.stop_reason(last_iteration_s, quiet)
             if reason is not None:
@@ -218,10 +220,13 @@ class _Run:
             self.iterations = iterate.iteration
             if not math.isfinite(iterate.mu):
                 return self.result(StopReason.STALLED, self.ipm_message() + " (numerical breakdown)")
+            first_mu = iterate.mu if iterate.iteration == 1 else first_mu
             improved = self.offer_bound(lagrangian_bound(lp, iterate.cabinet_dual, iterate.site_dual))
             if iterate.primal_residual < RECOVERY_RESIDUAL:
                 improved |= self.recover_from(lp, iterate)
                 quiet = 0 if improved else quiet + 1
+            if iterate.mu <= MU_FLOOR * first_mu and gap_pct(self.best_cost, self.best_bound) > 0:
+                quiet = STALL_ITERATIONS  # nothing left to gain; stop (after the gap check)
             last_iteration_s = time.perf_counter() - began
 
     def stop_reason(self, last_iteration_s: float, quiet: int) -> StopReason | None:
