@@ -59,6 +59,7 @@ class StopReason(StrEnum):
     STALLED = "stalled"  # no better bound or plan for STALL_ITERATIONS iterations (numerical limit)
     INTERRUPTED = "interrupted"  # asked to stop
     SOLVER_FAILED = "solver_failed"  # the exact LP gave no solution (time limit, error); the idle plan
+    WORKER_FAILED = "worker_failed"  # the worker process gave no result (central.dispatch.worker); idle plan
 
 
 @dataclass(frozen=True)
@@ -155,6 +156,15 @@ def solve_certified(
         return run.solve()
 
 
+def idle_result(inputs: DispatchInputs) -> CertifiedResult:
+    """The plan of last resort: every cabinet idle, the site completed optimally, the trivial lower bound."""
+    options = CertifiedOptions(aggregate_identical=False)
+    run = _Run(inputs, options, time.perf_counter(), None, threading.Event())
+    run.offer_plan(recovery.idle_solution(inputs, run.lp_options()))
+    run.best_bound = trivial_bound(build_block_lp(inputs))
+    return run.result(StopReason.INTERRUPTED, "every cabinet idle")
+
+
 class _Run:
     """One solve: the (possibly merged) inputs, the clock, the best plan and bound so far."""
 
@@ -188,9 +198,7 @@ class _Run:
         return DispatchOptions(time_limit_s=max(self.remaining_s(), 0.05), aggregate_identical=False)
 
     def solve(self) -> CertifiedResult:
-        idle = recovery.idle_solution(self.reduced, self.lp_options())
-        if idle is not None:
-            self.offer_plan(idle)
+        self.offer_plan(recovery.idle_solution(self.reduced, self.lp_options()))
         if self.method == DispatchMethod.EXACT:
             return self.solve_exact()
         return self.solve_block_ipm()
@@ -282,8 +290,8 @@ class _Run:
     def result(self, stop: StopReason | None, message: str) -> CertifiedResult:
         """The best plan so far as a certified result (``stop`` None: an intermediate report)."""
         plan = self.best_plan
-        if plan is None:  # pragma: no cover - the idle plan exists whenever the site LP solves
-            raise RuntimeError("no feasible plan: even the idle plan's site LP failed")
+        if plan is None:  # pragma: no cover - solve() offers the idle plan first
+            raise RuntimeError("no plan offered yet")
         if self.groups is not None and self.groups.reduces:
             plan = aggregation.disaggregate(plan, self.groups)
             note = f"; {self.inputs.cabinets} cabinets solved as {self.groups.count} per-unit identical groups"

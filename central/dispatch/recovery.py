@@ -272,7 +272,25 @@ def recover(
     )
 
 
-def idle_solution(x: DispatchInputs, options: DispatchOptions) -> LpSolution | None:
-    """Every cabinet idle, the site completed optimally: always feasible (the load is never negative)."""
+def idle_solution(x: DispatchInputs, options: DispatchOptions) -> LpSolution:
+    """Every cabinet idle, the site completed optimally: always feasible (the load is never negative). Should
+    even the site LP fail, the site uses PV first, then the grid up to its limit, and sheds the rest."""
     zeros = np.zeros((x.cabinets, x.steps))
-    return recover(x, zeros, zeros.copy(), options)
+    solution = recover(x, zeros, zeros.copy(), options)
+    if solution is not None:
+        return solution
+    pv_used = np.minimum(x.pv_kw, x.load_kw)
+    grid_import = np.minimum(x.load_kw - pv_used, x.grid_import_limit_kw)
+    return LpSolution(
+        ok=True,
+        message="",
+        build_s=0.0,
+        solve_s=0.0,
+        charge_kw=zeros,
+        discharge_kw=zeros.copy(),
+        energy_kwh=stored_energy(x, zeros, zeros),
+        grid_import_kw=grid_import,
+        grid_export_kw=np.zeros(x.steps),
+        pv_used_kw=pv_used,
+        unserved_kw=x.load_kw - pv_used - grid_import,
+    )
