@@ -11,19 +11,21 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from central.dispatch import highs_backend
+from central.dispatch.blas_threads import blas_threads
 from central.dispatch.block_ipm import InteriorPoint
 from central.dispatch.block_kkt import BlockNormalSolver
 from central.dispatch.block_lp import BlockLp, build_block_lp
-from central.dispatch.blas_threads import blas_threads
 from central.dispatch.bounds import lagrangian_bound
 from central.dispatch.certified import CertifiedOptions, DispatchMethod, solve_certified
 from central.dispatch.feasibility import check_result
-from central.dispatch.inputs import FloatArray
+from central.dispatch.inputs import DispatchInputs, FloatArray
 from central.dispatch.options import DispatchOptions
 from central.dispatch.result import DispatchResult
 from tests.certified_cases import Features, features_strategy, random_case
 
-EXAMPLES = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True)
+EXAMPLES = settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True
+)
 
 
 def dense_matrix(lp: BlockLp) -> FloatArray:
@@ -49,7 +51,9 @@ def test_structured_normal_equations_solve_like_a_dense_solver(
     y_cabinet = rng.normal(size=lp.cabinet_rhs.shape)
     y_site = rng.normal(size=lp.site_rhs.shape)
     np.testing.assert_allclose(
-        lp.apply_transpose(y_cabinet, y_site), matrix.T @ np.concatenate([y_cabinet.ravel(), y_site]), atol=1e-12
+        lp.apply_transpose(y_cabinet, y_site),
+        matrix.T @ np.concatenate([y_cabinet.ravel(), y_site]),
+        atol=1e-12,
     )
     theta = np.exp(rng.normal(0.0, 2.0, lp.layout.size))
     theta[lp.upper - lp.lower <= 0] = 0.0
@@ -82,12 +86,14 @@ def test_block_lp_has_the_dispatch_lps_optimum(seed: int, features: Features) ->
         if abs(cost - bound) <= 1e-7 * scale and iterate.primal_residual <= 1e-7:
             break
     else:
-        raise AssertionError(f"no convergence: cost {cost}, bound {bound}, residual {iterate.primal_residual}")
+        raise AssertionError(
+            f"no convergence: cost {cost}, bound {bound}, residual {iterate.primal_residual}"
+        )
     assert bound == pytest.approx(optimum, rel=1e-6, abs=1e-6)
     assert cost == pytest.approx(optimum, rel=1e-6, abs=1e-6)
 
 
-def solved(seed: int) -> tuple[object, DispatchResult]:
+def solved(seed: int) -> tuple[DispatchInputs, DispatchResult]:
     everything = Features(*([True] * len(dataclasses.fields(Features))))
     x = random_case(seed, everything)
     result = solve_certified(x, CertifiedOptions(method=DispatchMethod.EXACT)).result
@@ -97,33 +103,33 @@ def solved(seed: int) -> tuple[object, DispatchResult]:
 
 def test_checker_names_each_broken_constraint() -> None:
     x, good = solved(7)
-    assert isinstance(good, DispatchResult)
     b = 0
-    limit = float(x.charge_limit_kw[b]) if hasattr(x, "charge_limit_kw") else 0.0  # type: ignore[attr-defined]
     charge = good.charge_kw.copy()
-    charge[b, 1] = limit + 5.0
+    charge[b, 1] = float(x.charge_limit_kw[b]) + 5.0
     over_limit = dataclasses.replace(good, charge_kw=charge)
-    assert any("charge above charge_limit_kw in interval 1" in p for p in check_result(x, over_limit))  # type: ignore[arg-type]
+    assert any("charge above charge_limit_kw in interval 1" in p for p in check_result(x, over_limit))
 
     soc = good.soc_pct.copy()
     soc[b, 2] += 5.0
     wrong_soc = dataclasses.replace(good, soc_pct=soc)
-    assert any("soc_pct differs" in p for p in check_result(x, wrong_soc))  # type: ignore[arg-type]
+    assert any("soc_pct differs" in p for p in check_result(x, wrong_soc))
 
     setpoint = good.setpoint_kw.copy()
     setpoint[b, 0] += 3.0
     wrong_setpoint = dataclasses.replace(good, setpoint_kw=setpoint)
-    assert any("setpoint differs" in p for p in check_result(x, wrong_setpoint))  # type: ignore[arg-type]
+    assert any("setpoint differs" in p for p in check_result(x, wrong_setpoint))
 
     grid = good.grid_kw.copy()
-    grid[0] = x.grid_import_limit_kw + 10.0  # type: ignore[attr-defined]
+    grid[0] = x.grid_import_limit_kw + 10.0
     over_import = dataclasses.replace(good, grid_kw=grid)
-    problems = check_result(x, over_import)  # type: ignore[arg-type]
+    problems = check_result(x, over_import)
     assert any("grid import above grid_import_limit_kw in interval 0" in p for p in problems)
     assert any("negative unserved" in p for p in problems)
 
-    cheap = dataclasses.replace(good, objective=good.objective.model_copy(update={"total": good.objective.total - 1}))
-    assert any("objective.total" in p for p in check_result(x, cheap))  # type: ignore[arg-type]
+    cheap = dataclasses.replace(
+        good, objective=good.objective.model_copy(update={"total": good.objective.total - 1})
+    )
+    assert any("objective.total" in p for p in check_result(x, cheap))
 
 
 def test_checker_catches_energy_created_from_nothing() -> None:
@@ -135,8 +141,10 @@ def test_checker_catches_energy_created_from_nothing() -> None:
             break
     charge, discharge, setpoint = good.charge_kw.copy(), good.discharge_kw.copy(), good.setpoint_kw.copy()
     charge[busiest], discharge[busiest], setpoint[busiest] = 0.0, 0.0, 0.0
-    idle_but_same_soc = dataclasses.replace(good, charge_kw=charge, discharge_kw=discharge, setpoint_kw=setpoint)
-    problems = check_result(x, idle_but_same_soc)  # type: ignore[arg-type]
+    idle_but_same_soc = dataclasses.replace(
+        good, charge_kw=charge, discharge_kw=discharge, setpoint_kw=setpoint
+    )
+    problems = check_result(x, idle_but_same_soc)
     assert any(p.startswith(f"cab-{busiest + 1}: soc_pct differs") for p in problems), problems
 
 

@@ -176,7 +176,9 @@ def test_a_stop_request_ends_the_solve_with_the_best_plan() -> None:
         if result.iterations >= 3:
             stop.set()
 
-    result = solve_certified(x, CertifiedOptions(method=DispatchMethod.BLOCK_IPM), on_progress=on_progress, stop=stop)
+    result = solve_certified(
+        x, CertifiedOptions(method=DispatchMethod.BLOCK_IPM), on_progress=on_progress, stop=stop
+    )
     assert result.stop == StopReason.INTERRUPTED
     assert 3 <= result.iterations <= 4
     assert check_result(x, result.result) == []

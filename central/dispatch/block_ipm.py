@@ -28,7 +28,12 @@ FIXED_WIDTH = 1e-9  # a box narrower than this [kW or kWh] holds a fixed variabl
 REGULARIZATION = 1e-12  # relative increase of the normal equations' diagonal
 MIN_GAP = 1e-300  # distances to a bound are kept above this (a step may round onto the bound)
 START_INSET = 0.1  # the starting point keeps this fraction of each box width away from the bounds
+PRIMAL_REGULARIZATION = 0.0  # added to Theta^-1: damps moves along a degenerate optimal face
 REFINEMENTS = 1  # iterative refinement steps of every Newton direction
+CENTRALITY_CORRECTORS = 0  # Gondzio correctors tried per iteration
+CORRECTOR_REACH = 0.1  # a corrector aims at steps this much longer
+CORRECTOR_GAIN = 0.1  # and is kept if it lengthens the shorter step by this share of CORRECTOR_REACH
+CENTRAL_LOW, CENTRAL_HIGH = 0.1, 10.0  # the range of complementarity products (times the target) it aims at
 
 
 @dataclass(frozen=True)
@@ -103,62 +108,70 @@ class InteriorPoint:
         return float((lower_gap @ self.lower_dual + upper_gap @ self.upper_dual) / self.count)
 
     def step(self) -> Iterate:
-        """One Mehrotra predictor-corrector iteration; returns the new iterate."""
-        lp = self.lp
-        lower_gap, upper_gap = self._gaps()
-        primal_cabinet, primal_site = self._primal_residuals()
-        dual = lp.cost - lp.apply_transpose(self.cabinet_dual, self.site_dual) - self.lower_dual
-        dual += self.upper_dual
-        dual *= self.free
-        mu = self._mu(lower_gap, upper_gap)
-        with np.errstate(over="ignore"):  # a gap of ~1e-300 gives inf, and Theta 0: the variable is at its bound
-            theta = self.free / (self.lower_dual / lower_gap + self.upper_dual / upper_gap + (1.0 - self.free))
-        self.solver.factor(theta, REGULARIZATION)
-
-        def direction(lower_rhs: FloatArray, upper_rhs: FloatArray) -> _Direction:
-            reduced = dual - lower_rhs / lower_gap + upper_rhs / upper_gap
-            a_cabinet, a_site = lp.apply(theta * reduced)
-            dy_cabinet, dy_site = self.solver.solve(primal_cabinet + a_cabinet, primal_site + a_site)
-            dx = theta * (lp.apply_transpose(dy_cabinet, dy_site) - reduced)
-            for _ in range(REFINEMENTS):  # A dx = primal residual, to the accuracy the factor allows
-                ax_cabinet, ax_site = lp.apply(dx)
-                error_cabinet, error_site = primal_cabinet - ax_cabinet, primal_site - ax_site
-                fix_cabinet, fix_site = self.solver.solve(error_cabinet, error_site)
-                dy_cabinet += fix_cabinet
-                dy_site += fix_site
-                dx += theta * lp.apply_transpose(fix_cabinet, fix_site)
-            dz_lower = (lower_rhs - self.lower_dual * dx) / lower_gap
-            dz_upper = (upper_rhs + self.upper_dual * dx) / upper_gap
-            return _Direction(dx, dy_cabinet, dy_site, dz_lower, dz_upper)
-
-        lower_product = lower_gap * self.lower_dual
-        upper_product = upper_gap * self.upper_dual
-        affine = direction(-lower_product, -upper_product)
-        primal_step, dual_step = self._step_lengths(affine, lower_gap, upper_gap, 1.0)
+        """One iteration: Mehrotra's predictor and corrector, then up to ``CENTRALITY_CORRECTORS`` of
+        Gondzio's centrality correctors (each kept only if it lengthens the step enough)."""
+        newton = _Newton(self)
+        lower_product = newton.lower_gap * self.lower_dual
+        upper_product = newton.upper_gap * self.upper_dual
+        affine = newton.direction(-lower_product, -upper_product)
+        primal_step, dual_step = self._step_lengths(affine, newton, 1.0)
         affine_mu = (
-            (lower_gap + primal_step * affine.x) @ (self.lower_dual + dual_step * affine.lower_dual)
-            + (upper_gap - primal_step * affine.x) @ (self.upper_dual + dual_step * affine.upper_dual)
+            (newton.lower_gap + primal_step * affine.x) @ (self.lower_dual + dual_step * affine.lower_dual)
+            + (newton.upper_gap - primal_step * affine.x) @ (self.upper_dual + dual_step * affine.upper_dual)
         ) / self.count
-        centring = min(1.0, (float(affine_mu) / mu) ** 3) if mu > 0 else 0.0
-        target = centring * mu * self.free
-        corrected = direction(
-            target - lower_product - affine.x * affine.lower_dual,
-            target - upper_product + affine.x * affine.upper_dual,
-        )
-        primal_step, dual_step = self._step_lengths(corrected, lower_gap, upper_gap, STEP_TO_BOUNDARY)
-        self.x = self.x + primal_step * corrected.x
-        self.cabinet_dual = self.cabinet_dual + dual_step * corrected.cabinet_dual
-        self.site_dual = self.site_dual + dual_step * corrected.site_dual
-        self.lower_dual = self.lower_dual + dual_step * corrected.lower_dual
-        self.upper_dual = self.upper_dual + dual_step * corrected.upper_dual
+        mu = newton.mu
+        target = min(1.0, (float(affine_mu) / mu) ** 3) * mu if mu > 0 else 0.0
+        lower_rhs = target * self.free - lower_product - affine.x * affine.lower_dual
+        upper_rhs = target * self.free - upper_product + affine.x * affine.upper_dual
+        best = newton.direction(lower_rhs, upper_rhs)
+        steps = self._step_lengths(best, newton, STEP_TO_BOUNDARY)
+        for _ in range(CENTRALITY_CORRECTORS):
+            lower_rhs, upper_rhs, candidate = self._centrality_corrector(
+                newton, best, steps, target, lower_rhs, upper_rhs
+            )
+            candidate_steps = self._step_lengths(candidate, newton, STEP_TO_BOUNDARY)
+            if min(candidate_steps) < min(steps) + CORRECTOR_GAIN * CORRECTOR_REACH:
+                break
+            best, steps = candidate, candidate_steps
+        primal_step, dual_step = steps
+        self.x = self.x + primal_step * best.x
+        self.cabinet_dual = self.cabinet_dual + dual_step * best.cabinet_dual
+        self.site_dual = self.site_dual + dual_step * best.site_dual
+        self.lower_dual = self.lower_dual + dual_step * best.lower_dual
+        self.upper_dual = self.upper_dual + dual_step * best.upper_dual
         self.iteration += 1
         return self._iterate()
 
-    def _step_lengths(
-        self, d: _Direction, lower_gap: FloatArray, upper_gap: FloatArray, fraction: float
-    ) -> tuple[float, float]:
+    def _centrality_corrector(
+        self,
+        newton: _Newton,
+        direction: _Direction,
+        steps: tuple[float, float],
+        target: float,
+        lower_rhs: FloatArray,
+        upper_rhs: FloatArray,
+    ) -> tuple[FloatArray, FloatArray, _Direction]:
+        """Gondzio's corrector: at a slightly longer trial step, pull the complementarity products that
+        would leave ``[CENTRAL_LOW, CENTRAL_HIGH] * target`` back to that range."""
+        primal = min(1.0, steps[0] + CORRECTOR_REACH)
+        dual = min(1.0, steps[1] + CORRECTOR_REACH)
+        low, high = CENTRAL_LOW * target, CENTRAL_HIGH * target
+
+        def pull(products: FloatArray) -> FloatArray:
+            return np.maximum(np.clip(products, low, high) - products, -high) * self.free
+
+        lower_pull = pull(
+            (newton.lower_gap + primal * direction.x) * (self.lower_dual + dual * direction.lower_dual)
+        )
+        upper_pull = pull(
+            (newton.upper_gap - primal * direction.x) * (self.upper_dual + dual * direction.upper_dual)
+        )
+        lower_rhs, upper_rhs = lower_rhs + lower_pull, upper_rhs + upper_pull
+        return lower_rhs, upper_rhs, newton.direction(lower_rhs, upper_rhs)
+
+    def _step_lengths(self, d: _Direction, newton: _Newton, fraction: float) -> tuple[float, float]:
         """The longest steps in [0, 1] (times ``fraction``) that keep gaps and bound duals non-negative."""
-        primal = min(_max_step(lower_gap, d.x), _max_step(upper_gap, -d.x))
+        primal = min(_max_step(newton.lower_gap, d.x), _max_step(newton.upper_gap, -d.x))
         dual = min(_max_step(self.lower_dual, d.lower_dual), _max_step(self.upper_dual, d.upper_dual))
         return min(1.0, fraction * primal), min(1.0, fraction * dual)
 
@@ -175,6 +188,45 @@ class InteriorPoint:
             mu=self._mu(lower_gap, upper_gap),
             primal_residual=primal,
         )
+
+
+class _Newton:
+    """The Newton system of one iteration: gaps, residuals, ``Theta`` and its factorisation."""
+
+    def __init__(self, ipm: InteriorPoint) -> None:
+        lp = ipm.lp
+        self.ipm = ipm
+        self.lower_gap, self.upper_gap = ipm._gaps()
+        self.primal_cabinet, self.primal_site = ipm._primal_residuals()
+        dual = lp.cost - lp.apply_transpose(ipm.cabinet_dual, ipm.site_dual) - ipm.lower_dual
+        dual += ipm.upper_dual
+        self.dual = dual * ipm.free
+        self.mu = ipm._mu(self.lower_gap, self.upper_gap)
+        with np.errstate(
+            over="ignore"
+        ):  # a gap of ~1e-300 gives inf, and Theta 0: the variable is at its bound
+            scaling = ipm.lower_dual / self.lower_gap + ipm.upper_dual / self.upper_gap
+            self.theta = ipm.free / (scaling + PRIMAL_REGULARIZATION + (1.0 - ipm.free))
+        ipm.solver.factor(self.theta, REGULARIZATION)
+
+    def direction(self, lower_rhs: FloatArray, upper_rhs: FloatArray) -> _Direction:
+        """The Newton direction for complementarity right-hand sides ``lower_rhs``, ``upper_rhs``."""
+        ipm, lp, theta = self.ipm, self.ipm.lp, self.theta
+        reduced = self.dual - lower_rhs / self.lower_gap + upper_rhs / self.upper_gap
+        a_cabinet, a_site = lp.apply(theta * reduced)
+        dy_cabinet, dy_site = ipm.solver.solve(self.primal_cabinet + a_cabinet, self.primal_site + a_site)
+        dx = theta * (lp.apply_transpose(dy_cabinet, dy_site) - reduced)
+        for _ in range(REFINEMENTS):  # A dx = primal residual, to the accuracy the factor allows
+            ax_cabinet, ax_site = lp.apply(dx)
+            fix_cabinet, fix_site = ipm.solver.solve(
+                self.primal_cabinet - ax_cabinet, self.primal_site - ax_site
+            )
+            dy_cabinet += fix_cabinet
+            dy_site += fix_site
+            dx += theta * lp.apply_transpose(fix_cabinet, fix_site)
+        dz_lower = (lower_rhs - ipm.lower_dual * dx) / self.lower_gap
+        dz_upper = (upper_rhs + ipm.upper_dual * dx) / self.upper_gap
+        return _Direction(dx, dy_cabinet, dy_site, dz_lower, dz_upper)
 
 
 def _max_step(value: FloatArray, change: FloatArray) -> float:

@@ -78,8 +78,13 @@ class _OtherSiteRows:
         return self.bp * balance if self.pp.size else self.bp, self.bi * balance if self.ii.size else self.bi
 
     def apply_coupling_transpose(self, peak: FloatArray, imbalance: FloatArray) -> FloatArray:
-        out = self.bp * peak if self.pp.size else 0.0
-        return out + (self.bi * imbalance if self.ii.size else 0.0)
+        """``B^T [peak; imbalance]`` on the balance rows."""
+        out = np.zeros(self.steps)
+        if self.pp.size:
+            out += self.bp * peak
+        if self.ii.size:
+            out += self.bi * imbalance
+        return out
 
 
 @dataclass(frozen=True)
@@ -113,7 +118,8 @@ class BlockNormalSolver:
         schur = -_schur_sum(pivot, lower, coupling)
         schur[np.diag_indices(self.lp.layout.steps)] += balance - correction
         schur += weight * np.outer(vector, vector)
-        self._factor = _Factor(pivot, lower, coupling, others, np.linalg.inv(schur))
+        inverse = np.asarray(np.linalg.inv(schur), dtype=np.float64)
+        self._factor = _Factor(pivot, lower, coupling, others, inverse)
 
     def solve(self, cabinet_rhs: FloatArray, site_rhs: FloatArray) -> tuple[FloatArray, FloatArray]:
         """``dy`` for the right-hand side (cabinet rows (B, T + 1), site rows)."""
@@ -252,5 +258,5 @@ def _diagonal_block(factor: FloatArray, coupling: FloatArray, sigma: FloatArray)
     for j in range(size):
         products[:j, j] = products[:j, j - 1] * factor[j]
         products[j, j] = 1.0
-    upper = np.einsum("ib,ijb,jb->ij", coupling, products, coupling * sigma)
+    upper = np.asarray(np.einsum("ib,ijb,jb->ij", coupling, products, coupling * sigma), dtype=np.float64)
     return np.triu(upper) + np.triu(upper, 1).T

@@ -54,7 +54,13 @@ class Layout:
 
     def _series_sizes(self) -> tuple[int, ...]:
         full = self.cabinets * self.steps
-        return (full, full, full, self.above_cabinets.size * self.steps, self.below_cabinets.size * self.steps)
+        return (
+            full,
+            full,
+            full,
+            self.above_cabinets.size * self.steps,
+            self.below_cabinets.size * self.steps,
+        )
 
     def series(self, name: str) -> slice:
         """Slice of a cabinet series block (reshape to (rows, T))."""
@@ -93,7 +99,7 @@ class Layout:
     @property
     def size(self) -> int:
         """Number of variables."""
-        return self.site(self.site_names()[-1]).stop
+        return int(self.site(self.site_names()[-1]).stop)
 
     @property
     def site_rows(self) -> int:
@@ -265,7 +271,9 @@ def _cabinet_bounds(
     upper[lay.scalar("terminal_slack")] = x.energy_max_kwh + x.excess_above_window_kwh
 
 
-def _site_bounds(x: DispatchInputs, lay: Layout, cost: FloatArray, lower: FloatArray, upper: FloatArray) -> None:
+def _site_bounds(
+    x: DispatchInputs, lay: Layout, cost: FloatArray, lower: FloatArray, upper: FloatArray
+) -> None:
     dt = x.interval_h
     cost[lay.site("grid_import")] = dt * x.import_price_per_kwh
     upper[lay.site("grid_import")] = x.grid_import_limit_kw

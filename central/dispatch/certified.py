@@ -1,4 +1,4 @@
-"""Certified dispatch for sites of any size: a feasible plan, a valid lower bound on the optimal cost, the gap.
+"""Certified dispatch for sites of any size: a feasible plan, a valid lower bound on the optimum, the gap.
 
 ``solve_certified(inputs, options) -> CertifiedResult`` runs one of two methods (docs/dispatch.md: large
 sites):
@@ -25,9 +25,9 @@ from dataclasses import dataclass, replace
 from enum import StrEnum
 
 from central.dispatch import aggregation, highs_backend, recovery
+from central.dispatch.blas_threads import blas_threads
 from central.dispatch.block_ipm import InteriorPoint, Iterate
 from central.dispatch.block_lp import BlockLp, build_block_lp
-from central.dispatch.blas_threads import blas_threads
 from central.dispatch.bounds import lagrangian_bound, trivial_bound
 from central.dispatch.feasibility import schedule_cost
 from central.dispatch.inputs import DispatchInputs
@@ -41,6 +41,8 @@ log = logging.getLogger(__name__)
 STALL_ITERATIONS = 8  # iterations without a better bound or plan (once plans are recovered) that end it
 RECOVERY_RESIDUAL = 1e-2  # recover plans from iterates whose relative row residual is below this
 MU_FLOOR = 1e-14  # complementarity below this share of the first iterate's: numerically at the end
+RECOVER_EVERY = 3  # recover a plan from every third iterate ...
+RECOVER_CLOSE = 20.0  # ... and from all once the iterate's cost is within this many gap targets of the bound
 
 
 class DispatchMethod(StrEnum):
@@ -156,6 +158,47 @@ def solve_certified(
         return run.solve()
 
 
+class _Recoveries:
+    """Which iterates to recover plans from, and how (module :mod:`central.dispatch.recovery`).
+
+    Every ``RECOVER_EVERY``-th iterate, and every iterate once the interior point's own cost is within
+    ``RECOVER_CLOSE`` times the gap target of the bound (near the end a better plan may end the solve). The
+    plan nets out all simultaneous charge and discharge; where consuming pays in some interval (a negative
+    balance dual) the plan that keeps what cannot be netted without overfilling is tried too, every
+    ``RECOVER_EVERY``-th time unless it was the better one last time.
+    """
+
+    def __init__(self, run: _Run, lp: BlockLp) -> None:
+        self.run = run
+        self.lp = lp
+        self.keep_won = False
+        self.last_iteration = -1
+
+    def after(self, iterate: Iterate) -> bool:
+        cost = float(self.lp.cost @ iterate.x)
+        close = gap_pct(cost, self.run.best_bound) <= RECOVER_CLOSE * self.run.options.gap_target_pct
+        if not close and iterate.iteration % RECOVER_EVERY:
+            return False
+        return self.final(iterate)
+
+    def final(self, iterate: Iterate) -> bool:
+        """Recover from ``iterate`` unless that was done already."""
+        if iterate.iteration == self.last_iteration:
+            return False
+        self.last_iteration = iterate.iteration
+        charge = self.lp.cabinet_series(iterate.x, "charge")
+        discharge = self.lp.cabinet_series(iterate.x, "discharge")
+        paid_to_consume = bool((iterate.site_dual[: self.lp.layout.steps] < 0).any())
+        try_keep = paid_to_consume and (self.keep_won or iterate.iteration % RECOVER_EVERY == 0)
+        improved = False
+        for net_all in (True, False) if try_keep else (True,):
+            candidate = recovery.recover(self.run.reduced, charge, discharge, self.run.lp_options(), net_all)
+            if candidate is not None and self.run.offer_plan(candidate):
+                improved = True
+                self.keep_won = not net_all
+        return improved
+
+
 def idle_result(inputs: DispatchInputs) -> CertifiedResult:
     """The plan of last resort: every cabinet idle, the site completed optimally, the trivial lower bound."""
     options = CertifiedOptions(aggregate_identical=False)
@@ -216,22 +259,26 @@ class _Run:
         lp = build_block_lp(self.reduced)
         self.best_bound = trivial_bound(lp)
         ipm = InteriorPoint(lp)
+        recoveries = _Recoveries(self, lp)
         last_iteration_s = 0.0
         quiet = 0
         first_mu = math.inf
+        iterate: Iterate | None = None
         while True:
             reason = self.stop_reason(last_iteration_s, quiet)
             if reason is not None:
+                if iterate is not None and reason != StopReason.GAP_REACHED:
+                    recoveries.final(iterate)
                 return self.result(reason, self.ipm_message())
             began = time.perf_counter()
             iterate = ipm.step()
             self.iterations = iterate.iteration
             if not math.isfinite(iterate.mu):
                 return self.result(StopReason.STALLED, self.ipm_message() + " (numerical breakdown)")
-            first_mu = iterate.mu if iterate.iteration == 1 else first_mu
+            first_mu = min(first_mu, iterate.mu) if iterate.iteration == 1 else first_mu
             improved = self.offer_bound(lagrangian_bound(lp, iterate.cabinet_dual, iterate.site_dual))
             if iterate.primal_residual < RECOVERY_RESIDUAL:
-                improved |= self.recover_from(lp, iterate)
+                improved |= recoveries.after(iterate)
                 quiet = 0 if improved else quiet + 1
             if iterate.mu <= MU_FLOOR * first_mu and gap_pct(self.best_cost, self.best_bound) > 0:
                 quiet = STALL_ITERATIONS  # nothing left to gain; stop (after the gap check)
@@ -250,23 +297,12 @@ class _Run:
             return StopReason.STALLED
         return None
 
-    def recover_from(self, lp: BlockLp, iterate: Iterate) -> bool:
-        """Offer the plan recovered from an iterate with all simultaneous charge and discharge netted out;
-        where consuming pays in some interval (a negative balance dual), also the plan that keeps what
-        cannot be netted without overfilling (recovery docstring)."""
-        charge = lp.cabinet_series(iterate.x, "charge")
-        discharge = lp.cabinet_series(iterate.x, "discharge")
-        paid_to_consume = bool((iterate.site_dual[: lp.layout.steps] < 0).any())
-        improved = False
-        for net_all in (True, False) if paid_to_consume else (True,):
-            candidate = recovery.recover(self.reduced, charge, discharge, self.lp_options(), net_all)
-            improved |= candidate is not None and self.offer_plan(candidate)
-        return improved
-
     def offer_plan(self, solution: LpSolution) -> bool:
         """Keep ``solution`` if it is cheaper than the best plan so far."""
         grid_kw = solution.grid_import_kw - solution.grid_export_kw
-        cost = schedule_cost(self.reduced, solution.charge_kw, solution.discharge_kw, grid_kw, solution.pv_used_kw)
+        cost = schedule_cost(
+            self.reduced, solution.charge_kw, solution.discharge_kw, grid_kw, solution.pv_used_kw
+        )
         if cost >= self.best_cost:
             return False
         self.best_plan, self.best_cost = solution, cost
@@ -294,15 +330,18 @@ class _Run:
             raise RuntimeError("no plan offered yet")
         if self.groups is not None and self.groups.reduces:
             plan = aggregation.disaggregate(plan, self.groups)
-            note = f"; {self.inputs.cabinets} cabinets solved as {self.groups.count} per-unit identical groups"
+            note = (
+                f"; {self.inputs.cabinets} cabinets solved as {self.groups.count} per-unit identical groups"
+            )
             message += note
         elapsed_s = time.perf_counter() - self.start_s
         gap = gap_pct(self.best_cost, self.best_bound)
+        certificate = f"cost {self.best_cost:.6g}, lower bound {self.best_bound:.6g}, gap {gap:.3g} %"
         solver = SolverInfo(
             backend="highspy" if self.method == DispatchMethod.EXACT else "block_ipm",
             build_s=0.0,
             solve_s=elapsed_s,
-            message=f"{message}; cost {self.best_cost:.6g}, lower bound {self.best_bound:.6g}, gap {gap:.4g} %",
+            message=f"{message}; {certificate}",
         )
         result = evaluate(self.inputs, replace(plan, objective_value=self.best_cost), solver)
         return CertifiedResult(

@@ -19,11 +19,13 @@ verifies.
 from __future__ import annotations
 
 import numpy as np
+from numpy.typing import NDArray
 
 from central.dispatch.inputs import DispatchInputs, FloatArray
 from central.dispatch.recovery import energy_range_kwh, stored_energy
 from central.dispatch.result import DispatchResult
 
+BoolArray = NDArray[np.bool_]
 POWER_TOLERANCE_KW = 1e-6
 ENERGY_TOLERANCE_KWH = 1e-6
 COST_TOLERANCE_REL = 1e-7
@@ -36,7 +38,9 @@ def check_result(x: DispatchInputs, result: DispatchResult, scale_tolerance: flo
     site's largest power or energy when that is above 1).
     """
     if result.charge_kw.shape != (x.cabinets, x.steps):
-        return [f"plan has cabinet series of shape {result.charge_kw.shape}, expected {(x.cabinets, x.steps)}"]
+        return [
+            f"plan has cabinet series of shape {result.charge_kw.shape}, expected {(x.cabinets, x.steps)}"
+        ]
     power_scale = max(1.0, float(x.load_kw.max(initial=0.0)), float(x.charge_limit_kw.max(initial=0.0)))
     energy_scale = max(1.0, float(x.capacity_kwh.max(initial=0.0)))
     power_tol = POWER_TOLERANCE_KW * power_scale * scale_tolerance
@@ -48,7 +52,7 @@ def check_result(x: DispatchInputs, result: DispatchResult, scale_tolerance: flo
     )
 
 
-def _first(mask: np.ndarray) -> int:
+def _first(mask: BoolArray) -> int:
     return int(np.flatnonzero(mask)[0])
 
 
@@ -58,12 +62,15 @@ def _cabinet_problems(x: DispatchInputs, r: DispatchResult, power_tol: float, en
     energy = stored_energy(x, charge, discharge)
     lowest, highest = energy_range_kwh(x)
     planned = r.soc_pct / 100.0 * x.capacity_kwh[:, np.newaxis]
-    checks: list[tuple[str, FloatArray]] = [
+    checks: list[tuple[str, BoolArray]] = [
         ("charge below 0", -charge > power_tol),
         ("charge above charge_limit_kw", charge - x.charge_limit_kw[:, np.newaxis] > power_tol),
         ("discharge below 0", -discharge > power_tol),
         ("discharge above discharge_limit_kw", discharge - x.discharge_limit_kw[:, np.newaxis] > power_tol),
-        ("setpoint differs from discharge - charge", np.abs(r.setpoint_kw - (discharge - charge)) > power_tol),
+        (
+            "setpoint differs from discharge - charge",
+            np.abs(r.setpoint_kw - (discharge - charge)) > power_tol,
+        ),
         ("soc_pct differs from the storage recursion", np.abs(planned - energy) > energy_tol),
         ("SoC below its range", lowest[:, np.newaxis] - energy > energy_tol),
         ("SoC above its range", energy - highest[:, np.newaxis] > energy_tol),
@@ -77,7 +84,7 @@ def _cabinet_problems(x: DispatchInputs, r: DispatchResult, power_tol: float, en
 def _site_problems(x: DispatchInputs, r: DispatchResult, power_tol: float) -> list[str]:
     grid, pv_used = r.grid_kw, r.pv_used_kw
     unserved = x.load_kw - grid - pv_used - r.setpoint_kw.sum(axis=0)
-    checks: list[tuple[str, FloatArray]] = [
+    checks: list[tuple[str, BoolArray]] = [
         ("grid import above grid_import_limit_kw", grid - x.grid_import_limit_kw > power_tol),
         ("grid export above grid_export_limit_kw", -grid - x.grid_export_limit_kw > power_tol),
         ("PV used below 0", -pv_used > power_tol),
@@ -121,7 +128,9 @@ def _cost_problems(x: DispatchInputs, r: DispatchResult) -> list[str]:
     reported = r.objective.total
     scale = max(1.0, abs(cost), abs(reported))
     # the breakdown ignores terminal and window slacks below 1e-6 kWh (result.ENERGY_TOLERANCE_KWH)
-    ignored = x.unserved_energy_price_per_kwh * ENERGY_TOLERANCE_KWH * x.cabinets * (1.0 + x.steps * x.interval_h)
+    ignored = (
+        x.unserved_energy_price_per_kwh * ENERGY_TOLERANCE_KWH * x.cabinets * (1.0 + x.steps * x.interval_h)
+    )
     if abs(cost - reported) > COST_TOLERANCE_REL * scale + ignored + 1e-6:
         return [f"objective.total {reported:.6f} differs from the plan's evaluated cost {cost:.6f}"]
     return []

@@ -79,7 +79,9 @@ def feasible_schedules(
     return _meet_terminal(x, charge, discharge)
 
 
-def _meet_terminal(x: DispatchInputs, charge: FloatArray, discharge: FloatArray) -> tuple[FloatArray, FloatArray]:
+def _meet_terminal(
+    x: DispatchInputs, charge: FloatArray, discharge: FloatArray
+) -> tuple[FloatArray, FloatArray]:
     """Cabinets ending a little below their terminal SoC: from the last interval backwards, discharge less,
     then charge more, as far as the window's top allows in every later interval."""
     energy = stored_energy(x, charge, discharge)
@@ -89,7 +91,9 @@ def _meet_terminal(x: DispatchInputs, charge: FloatArray, discharge: FloatArray)
         return charge, discharge
     charge, discharge = charge.copy(), discharge.copy()
     need = x.energy_final_min_kwh[short] - energy[short, -1]
-    room = np.minimum.accumulate((x.energy_max_kwh[short, np.newaxis] - energy[short])[:, ::-1], axis=1)[:, ::-1]
+    room = np.minimum.accumulate((x.energy_max_kwh[short, np.newaxis] - energy[short])[:, ::-1], axis=1)[
+        :, ::-1
+    ]
     stored_per_kw = x.interval_h * x.charge_efficiency[short]
     taken_per_kw = x.interval_h / x.discharge_efficiency[short]
     added = np.zeros(short.size)
@@ -110,7 +114,9 @@ def has_simultaneous(charge: FloatArray, discharge: FloatArray) -> bool:
     return bool((np.minimum(charge, discharge) > 0).any())
 
 
-def _keep_in_range(x: DispatchInputs, charge: FloatArray, discharge: FloatArray) -> tuple[FloatArray, FloatArray]:
+def _keep_in_range(
+    x: DispatchInputs, charge: FloatArray, discharge: FloatArray
+) -> tuple[FloatArray, FloatArray]:
     """Step 2: follow the stored energy forward; cut charge (discharge) where it would leave the range.
 
     Only the cabinets whose energy leaves the range somewhere are walked through (vectorised across them).
@@ -178,7 +184,9 @@ def _cap_charging_while_short(
     import limit plus PV); True if there was none to reduce."""
     short = x.load_kw - (discharge - charge).sum(axis=0) - x.grid_import_limit_kw - x.pv_kw
     inside = (x.deficit_below_window_kwh == 0)[:, np.newaxis]
-    capped, fits = _scale_down(np.where(inside, charge, 0.0), np.minimum(short, (inside * charge).sum(axis=0)))
+    capped, fits = _scale_down(
+        np.where(inside, charge, 0.0), np.minimum(short, (inside * charge).sum(axis=0))
+    )
     return np.where(inside, capped, charge), fits
 
 
@@ -204,9 +212,7 @@ def _serve_from_spare_energy(
             (energy[:, t:] - lowest[:, np.newaxis]).min(axis=1),
             energy[:, -1] - x.energy_final_min_kwh,
         )
-        room_kw = np.clip(
-            np.minimum(x.discharge_limit_kw - discharge[:, t], spare / taken_per_kw), 0.0, None
-        )
+        room_kw = np.clip(np.minimum(x.discharge_limit_kw - discharge[:, t], spare / taken_per_kw), 0.0, None)
         total = float(room_kw.sum())
         if total > 0:
             discharge[:, t] += room_kw * min(1.0, float(unserved[t]) / total)

@@ -17,6 +17,7 @@ Whatever happens, the caller gets a :class:`~central.dispatch.certified.Certifie
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing
 import os
@@ -27,7 +28,13 @@ from dataclasses import dataclass, replace
 from multiprocessing.connection import Connection
 from typing import Any
 
-from central.dispatch.certified import CertifiedOptions, CertifiedResult, StopReason, idle_result, solve_certified
+from central.dispatch.certified import (
+    CertifiedOptions,
+    CertifiedResult,
+    StopReason,
+    idle_result,
+    solve_certified,
+)
 from central.dispatch.inputs import DispatchInputs
 
 log = logging.getLogger(__name__)
@@ -118,10 +125,8 @@ def _collect(
 
 
 def _send(connection: Connection, message: str) -> None:
-    try:
+    with contextlib.suppress(BrokenPipeError, OSError):  # the worker is gone: nothing to stop
         connection.send(message)
-    except (BrokenPipeError, OSError):
-        pass
 
 
 def _end(process: Any) -> None:
