@@ -188,14 +188,14 @@ class _Recoveries:
         self.last_iteration = iterate.iteration
         charge = self.lp.cabinet_series(iterate.x, "charge")
         discharge = self.lp.cabinet_series(iterate.x, "discharge")
-        paid_to_consume = bool((iterate.site_dual[: self.lp.layout.steps] < 0).any())
-        try_keep = paid_to_consume and (self.keep_won or iterate.iteration % RECOVER_EVERY == 0)
+        paid_to_consume = iterate.site_dual[: self.lp.layout.steps] < 0
+        try_keep = bool(paid_to_consume.any()) and (self.keep_won or iterate.iteration % RECOVER_EVERY == 0)
         improved = False
-        for net_all in (True, False) if try_keep else (True,):
-            candidate = recovery.recover(self.run.reduced, charge, discharge, self.run.lp_options(), net_all)
+        for keep in (None, paid_to_consume) if try_keep else (None,):
+            candidate = recovery.recover(self.run.reduced, charge, discharge, self.run.lp_options(), keep)
             if candidate is not None and self.run.offer_plan(candidate):
                 improved = True
-                self.keep_won = not net_all
+                self.keep_won = keep is not None
         return improved
 
 

@@ -13,9 +13,10 @@ docs/dispatch.md, whatever the proposal was:
    intervals;
 3. simultaneous charge and discharge (which burns energy in the losses) is netted out as far as the
    extra stored energy stays inside the window (it never costs more: less throughput, more energy at the
-   end). With ``net_all`` what is left is netted out too and step 2 then cuts the charge that no longer
-   fits: an iterate's simultaneous charge and discharge is usually round-off, but on days when burning
-   energy in the losses pays (paid to consume) it is the optimum, so the driver tries both;
+   end). What is left is netted out too, and step 2 then cuts the charge that no longer fits, except in the
+   intervals listed in ``keep_simultaneous``: an iterate's simultaneous charge and discharge is usually
+   round-off, but where consuming is paid, burning energy in the losses can be the optimum (the driver
+   tries both);
    a cabinet that ends a little below its terminal SoC (less than ``ROUND_OFF_KWH_PER_KWH`` of its
    capacity: an iterate's round-off, not a target the day cannot meet) then discharges less (or charges
    more) in its last intervals where there is room;
@@ -26,7 +27,8 @@ docs/dispatch.md, whatever the proposal was:
    of the cabinets inside their window (for them never worth it: the unserved and the terminal penalties
    are equal; a cabinet below its window may rightly charge to get back in); steps 2-3 then run again.
    Where the site LP still leaves load unserved, cabinets that have energy to spare (above their SoC range
-   for the rest of the horizon and above their terminal SoC) discharge more, and the site LP runs again.
+   for the rest of the horizon and above their terminal SoC) charge less or discharge more, and the site LP
+   runs again.
 
 The result's cost is an upper bound on the LP's optimum.
 """
@@ -36,12 +38,14 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
+from numpy.typing import NDArray
 
 from central.dispatch import highs_backend
 from central.dispatch.inputs import DispatchInputs, FloatArray
 from central.dispatch.options import DispatchOptions
 from central.dispatch.solution import LpSolution
 
+BoolArray = NDArray[np.bool_]
 REPAIR_ROUNDS = 5  # rounds of (cut power the site cannot take, redo the SoC pass)
 POWER_SLACK_KW = 1e-9  # an overflow below this counts as none
 SNAP_KW = 1e-5  # charge or discharge below this is set to 0
@@ -63,7 +67,7 @@ def stored_energy(x: DispatchInputs, charge: FloatArray, discharge: FloatArray) 
 
 
 def feasible_schedules(
-    x: DispatchInputs, charge: FloatArray, discharge: FloatArray, net_all: bool = False
+    x: DispatchInputs, charge: FloatArray, discharge: FloatArray, keep_simultaneous: BoolArray | None = None
 ) -> tuple[FloatArray, FloatArray]:
     """Charge and discharge (B, T) [kW] near the proposal that keep every cabinet in its limits and SoC range
     (steps 1-3 of the module docstring)."""
@@ -74,7 +78,9 @@ def feasible_schedules(
     charge, discharge = _keep_in_range(x, charge, discharge)
     charge, discharge = _net_out(x, charge, discharge)
     both = np.minimum(charge, discharge)
-    if net_all and both.any():
+    if keep_simultaneous is not None:
+        both[:, keep_simultaneous] = 0.0
+    if both.any():
         charge, discharge = _keep_in_range(x, charge - both, discharge - both)
     return _meet_terminal(x, charge, discharge)
 
@@ -201,22 +207,35 @@ def _scale_down(power: FloatArray, excess: FloatArray) -> tuple[FloatArray, bool
 
 def _serve_from_spare_energy(
     x: DispatchInputs, charge: FloatArray, discharge: FloatArray, unserved: FloatArray
-) -> FloatArray:
-    """More discharge where load goes unserved, from cabinets with energy to spare; returns discharge."""
+) -> tuple[FloatArray, FloatArray]:
+    """Where load goes unserved, cabinets with energy to spare charge less (those charging) or discharge more
+    (the others: never both at once); returns charge and discharge."""
     lowest, _ = energy_range_kwh(x)
+    stored_per_kw = x.interval_h * x.charge_efficiency
     taken_per_kw = x.interval_h / x.discharge_efficiency
-    discharge = discharge.copy()
+    charge, discharge = charge.copy(), discharge.copy()
     for t in np.flatnonzero(unserved > POWER_SLACK_KW):
         energy = stored_energy(x, charge, discharge)
-        spare = np.minimum(
-            (energy[:, t:] - lowest[:, np.newaxis]).min(axis=1),
-            energy[:, -1] - x.energy_final_min_kwh,
+        spare = np.clip(
+            np.minimum(
+                (energy[:, t:] - lowest[:, np.newaxis]).min(axis=1), energy[:, -1] - x.energy_final_min_kwh
+            ),
+            0.0,
+            None,
         )
-        room_kw = np.clip(np.minimum(x.discharge_limit_kw - discharge[:, t], spare / taken_per_kw), 0.0, None)
+        charging = charge[:, t] > 0
+        room_kw = np.where(
+            charging,
+            np.minimum(charge[:, t], spare / stored_per_kw),
+            np.minimum(x.discharge_limit_kw - discharge[:, t], spare / taken_per_kw),
+        )
         total = float(room_kw.sum())
-        if total > 0:
-            discharge[:, t] += room_kw * min(1.0, float(unserved[t]) / total)
-    return discharge
+        if total <= 0:
+            continue
+        used_kw = room_kw * min(1.0, float(unserved[t]) / total)
+        charge[:, t] -= np.where(charging, used_kw, 0.0)
+        discharge[:, t] += np.where(charging, 0.0, used_kw)
+    return charge, discharge
 
 
 def site_inputs(x: DispatchInputs, net_cabinet_kw: FloatArray) -> DispatchInputs:
@@ -244,22 +263,22 @@ def recover(
     charge: FloatArray,
     discharge: FloatArray,
     options: DispatchOptions,
-    net_all: bool = False,
+    keep_simultaneous: BoolArray | None = None,
 ) -> LpSolution | None:
     """A feasible solution of the LP near the proposed schedules; None if none was found (the site LP failed,
     or discharge could not be brought under the export limit)."""
-    charge, discharge = feasible_schedules(x, charge, discharge, net_all)
+    charge, discharge = feasible_schedules(x, charge, discharge, keep_simultaneous)
     for _ in range(REPAIR_ROUNDS):
         discharge, fits_export = _cap_export(x, charge, discharge)
         charge, fits_import = _cap_charging_while_short(x, charge, discharge)
         if fits_export and fits_import:
             break
-        charge, discharge = feasible_schedules(x, charge, discharge, net_all)
+        charge, discharge = feasible_schedules(x, charge, discharge, keep_simultaneous)
     if not _cap_export(x, charge, discharge)[1]:
         return None
     site = highs_backend.solve(site_inputs(x, (discharge - charge).sum(axis=0)), options)
     if site.ok and (site.unserved_kw > POWER_SLACK_KW).any():
-        discharge = _serve_from_spare_energy(x, charge, discharge, site.unserved_kw)
+        charge, discharge = _serve_from_spare_energy(x, charge, discharge, site.unserved_kw)
         site = highs_backend.solve(site_inputs(x, (discharge - charge).sum(axis=0)), options)
     if not site.ok:
         return None
