@@ -27,7 +27,7 @@ STEP_TO_BOUNDARY = 0.995  # fraction of the way to the boundary that a step goes
 FIXED_WIDTH = 1e-9  # a box narrower than this [kW or kWh] holds a fixed variable
 REGULARIZATION = 1e-12  # relative increase of the normal equations' diagonal
 MIN_GAP = 1e-300  # distances to a bound are kept above this (a step may round onto the bound)
-START_INSET = 0.1  # the starting point keeps this fraction of each box width away from the bounds
+START_INSET = 0.45  # the starting point keeps this fraction of each box width away from the bounds
 PRIMAL_REGULARIZATION = 0.0  # added to Theta^-1: damps moves along a degenerate optimal face
 REFINEMENTS = 1  # iterative refinement steps of every Newton direction
 CENTRALITY_CORRECTORS = 0  # Gondzio correctors tried per iteration
@@ -171,8 +171,12 @@ class InteriorPoint:
 
     def _step_lengths(self, d: _Direction, newton: _Newton, fraction: float) -> tuple[float, float]:
         """The longest steps in [0, 1] (times ``fraction``) that keep gaps and bound duals non-negative."""
-        primal = min(_max_step(newton.lower_gap, d.x), _max_step(newton.upper_gap, -d.x))
-        dual = min(_max_step(self.lower_dual, d.lower_dual), _max_step(self.upper_dual, d.upper_dual))
+        primal = 1.0 / max(_fastest_decrease(d.x, newton.lower_gap), _fastest_decrease(-d.x, newton.upper_gap))
+        fixed = 1.0 - self.free  # bound duals of fixed variables are 0 and do not move
+        dual = 1.0 / max(
+            _fastest_decrease(d.lower_dual, self.lower_dual + fixed),
+            _fastest_decrease(d.upper_dual, self.upper_dual + fixed),
+        )
         return min(1.0, fraction * primal), min(1.0, fraction * dual)
 
     def _iterate(self) -> Iterate:
@@ -229,9 +233,8 @@ class _Newton:
         return _Direction(dx, dy_cabinet, dy_site, dz_lower, dz_upper)
 
 
-def _max_step(value: FloatArray, change: FloatArray) -> float:
-    """The largest ``a`` with ``value + a * change >= 0`` for positive ``value`` (inf when nothing decreases);
-    entries with ``value == 0`` (fixed variables) must have ``change == 0``."""
-    with np.errstate(divide="ignore", invalid="ignore"):
-        fastest = float(np.nanmax(-change / value, initial=0.0))
-    return 1.0 / fastest if fastest > 0.0 else float("inf")
+def _fastest_decrease(change: FloatArray, value: FloatArray) -> float:
+    """``max(-change / value)`` over positive ``value``, at least a tiny positive number: ``value + a *
+    change >= 0`` holds for every ``a`` up to its inverse."""
+    with np.errstate(divide="ignore", over="ignore"):
+        return max(float(np.max(-change / value, initial=0.0)), 1e-300)
