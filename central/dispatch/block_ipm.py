@@ -28,12 +28,7 @@ FIXED_WIDTH = 1e-9  # a box narrower than this [kW or kWh] holds a fixed variabl
 REGULARIZATION = 1e-12  # relative increase of the normal equations' diagonal
 MIN_GAP = 1e-300  # distances to a bound are kept above this (a step may round onto the bound)
 START_INSET = 0.45  # the starting point keeps this fraction of each box width away from the bounds
-PRIMAL_REGULARIZATION = 0.0  # added to Theta^-1: damps moves along a degenerate optimal face
 REFINEMENTS = 1  # iterative refinement steps of every Newton direction
-CENTRALITY_CORRECTORS = 0  # Gondzio correctors tried per iteration
-CORRECTOR_REACH = 0.1  # a corrector aims at steps this much longer
-CORRECTOR_GAIN = 0.1  # and is kept if it lengthens the shorter step by this share of CORRECTOR_REACH
-CENTRAL_LOW, CENTRAL_HIGH = 0.1, 10.0  # the range of complementarity products (times the target) it aims at
 
 
 @dataclass(frozen=True)
@@ -72,8 +67,9 @@ class InteriorPoint:
         self._start()
 
     def _start(self) -> None:
-        """Primal point inside every box, as close to the rows as a least-squares step gets; dual point
-        from a least-squares fit of ``A^T y`` to the costs; bound duals from the remaining reduced costs."""
+        """Primal point: the middle of every box, moved toward the rows' least-squares solution by at most
+        ``0.5 - START_INSET`` of the box width; dual point: a least-squares fit of ``A^T y`` to the costs;
+        bound duals from the remaining reduced costs."""
         lp = self.lp
         width = (lp.upper - lp.lower) * self.free
         middle = lp.lower + 0.5 * width
@@ -108,8 +104,7 @@ class InteriorPoint:
         return float((lower_gap @ self.lower_dual + upper_gap @ self.upper_dual) / self.count)
 
     def step(self) -> Iterate:
-        """One iteration: Mehrotra's predictor and corrector, then up to ``CENTRALITY_CORRECTORS`` of
-        Gondzio's centrality correctors (each kept only if it lengthens the step enough)."""
+        """One iteration: Mehrotra's affine predictor, then the centred, second-order corrected direction."""
         newton = _Newton(self)
         lower_product = newton.lower_gap * self.lower_dual
         upper_product = newton.upper_gap * self.upper_dual
@@ -120,58 +115,25 @@ class InteriorPoint:
             + (newton.upper_gap - primal_step * affine.x) @ (self.upper_dual + dual_step * affine.upper_dual)
         ) / self.count
         mu = newton.mu
-        target = min(1.0, (float(affine_mu) / mu) ** 3) * mu if mu > 0 else 0.0
-        lower_rhs = target * self.free - lower_product - affine.x * affine.lower_dual
-        upper_rhs = target * self.free - upper_product + affine.x * affine.upper_dual
-        best = newton.direction(lower_rhs, upper_rhs)
-        steps = self._step_lengths(best, newton, STEP_TO_BOUNDARY)
-        for _ in range(CENTRALITY_CORRECTORS):
-            lower_rhs, upper_rhs, candidate = self._centrality_corrector(
-                newton, best, steps, target, lower_rhs, upper_rhs
-            )
-            candidate_steps = self._step_lengths(candidate, newton, STEP_TO_BOUNDARY)
-            if min(candidate_steps) < min(steps) + CORRECTOR_GAIN * CORRECTOR_REACH:
-                break
-            best, steps = candidate, candidate_steps
-        primal_step, dual_step = steps
-        self.x = self.x + primal_step * best.x
-        self.cabinet_dual = self.cabinet_dual + dual_step * best.cabinet_dual
-        self.site_dual = self.site_dual + dual_step * best.site_dual
-        self.lower_dual = self.lower_dual + dual_step * best.lower_dual
-        self.upper_dual = self.upper_dual + dual_step * best.upper_dual
+        target = (min(1.0, (float(affine_mu) / mu) ** 3) * mu if mu > 0 else 0.0) * self.free
+        corrected = newton.direction(
+            target - lower_product - affine.x * affine.lower_dual,
+            target - upper_product + affine.x * affine.upper_dual,
+        )
+        primal_step, dual_step = self._step_lengths(corrected, newton, STEP_TO_BOUNDARY)
+        self.x = self.x + primal_step * corrected.x
+        self.cabinet_dual = self.cabinet_dual + dual_step * corrected.cabinet_dual
+        self.site_dual = self.site_dual + dual_step * corrected.site_dual
+        self.lower_dual = self.lower_dual + dual_step * corrected.lower_dual
+        self.upper_dual = self.upper_dual + dual_step * corrected.upper_dual
         self.iteration += 1
         return self._iterate()
 
-    def _centrality_corrector(
-        self,
-        newton: _Newton,
-        direction: _Direction,
-        steps: tuple[float, float],
-        target: float,
-        lower_rhs: FloatArray,
-        upper_rhs: FloatArray,
-    ) -> tuple[FloatArray, FloatArray, _Direction]:
-        """Gondzio's corrector: at a slightly longer trial step, pull the complementarity products that
-        would leave ``[CENTRAL_LOW, CENTRAL_HIGH] * target`` back to that range."""
-        primal = min(1.0, steps[0] + CORRECTOR_REACH)
-        dual = min(1.0, steps[1] + CORRECTOR_REACH)
-        low, high = CENTRAL_LOW * target, CENTRAL_HIGH * target
-
-        def pull(products: FloatArray) -> FloatArray:
-            return np.maximum(np.clip(products, low, high) - products, -high) * self.free
-
-        lower_pull = pull(
-            (newton.lower_gap + primal * direction.x) * (self.lower_dual + dual * direction.lower_dual)
-        )
-        upper_pull = pull(
-            (newton.upper_gap - primal * direction.x) * (self.upper_dual + dual * direction.upper_dual)
-        )
-        lower_rhs, upper_rhs = lower_rhs + lower_pull, upper_rhs + upper_pull
-        return lower_rhs, upper_rhs, newton.direction(lower_rhs, upper_rhs)
-
     def _step_lengths(self, d: _Direction, newton: _Newton, fraction: float) -> tuple[float, float]:
         """The longest steps in [0, 1] (times ``fraction``) that keep gaps and bound duals non-negative."""
-        primal = 1.0 / max(_fastest_decrease(d.x, newton.lower_gap), _fastest_decrease(-d.x, newton.upper_gap))
+        primal = 1.0 / max(
+            _fastest_decrease(d.x, newton.lower_gap), _fastest_decrease(-d.x, newton.upper_gap)
+        )
         fixed = 1.0 - self.free  # bound duals of fixed variables are 0 and do not move
         dual = 1.0 / max(
             _fastest_decrease(d.lower_dual, self.lower_dual + fixed),
@@ -210,7 +172,7 @@ class _Newton:
             over="ignore"
         ):  # a gap of ~1e-300 gives inf, and Theta 0: the variable is at its bound
             scaling = ipm.lower_dual / self.lower_gap + ipm.upper_dual / self.upper_gap
-            self.theta = ipm.free / (scaling + PRIMAL_REGULARIZATION + (1.0 - ipm.free))
+            self.theta = ipm.free / (scaling + (1.0 - ipm.free))
         ipm.solver.factor(self.theta, REGULARIZATION)
 
     def direction(self, lower_rhs: FloatArray, upper_rhs: FloatArray) -> _Direction:
