@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import os
+import signal
+import threading
 import time
 from dataclasses import replace
 from multiprocessing.connection import Connection
+
+import pytest
 
 from central.dispatch.certified import (
     CertifiedOptions,
@@ -99,3 +104,15 @@ def test_a_hung_worker_s_last_report_is_kept() -> None:
     result = solve_in_worker(x, options, WorkerOptions(grace_s=0.5), target=report_then_hang)
     assert result.iterations == 7  # the report, not the parent's own fallback
     assert check_result(x, result.result) == []
+
+
+def test_ctrl_c_while_waiting_ends_the_worker() -> None:
+    x = build_inputs(*bench_site(5, 24, seed=11))
+    timer = threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGINT))
+    timer.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            solve_in_worker(x, CertifiedOptions(time_limit_s=60.0), target=hang)
+    finally:
+        timer.cancel()
+    assert multiprocessing.active_children() == []

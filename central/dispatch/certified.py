@@ -173,6 +173,7 @@ class _Recoveries:
         self.lp = lp
         self.keep_won = False
         self.last_iteration = -1
+        self.last_duration_s = 0.0  # of the last recovery
 
     def after(self, iterate: Iterate) -> bool:
         cost = float(self.lp.cost @ iterate.x)
@@ -185,6 +186,7 @@ class _Recoveries:
         """Recover from ``iterate`` unless that was done already."""
         if iterate.iteration == self.last_iteration:
             return False
+        began = time.perf_counter()
         self.last_iteration = iterate.iteration
         charge = self.lp.cabinet_series(iterate.x, "charge")
         discharge = self.lp.cabinet_series(iterate.x, "discharge")
@@ -196,6 +198,7 @@ class _Recoveries:
             if candidate is not None and self.run.offer_plan(candidate):
                 improved = True
                 self.keep_won = keep is not None
+        self.last_duration_s = time.perf_counter() - began
         return improved
 
 
@@ -265,7 +268,8 @@ class _Run:
         first_mu = math.inf
         iterate: Iterate | None = None
         while True:
-            reason = self.stop_reason(last_iteration_s, quiet)
+            # time for one more iteration, and for the recovery from it when the time limit then stops us
+            reason = self.stop_reason(last_iteration_s + recoveries.last_duration_s, quiet)
             if reason is not None:
                 if iterate is not None and reason != StopReason.GAP_REACHED:
                     recoveries.final(iterate)
@@ -284,12 +288,12 @@ class _Run:
                 quiet = STALL_ITERATIONS  # nothing left to gain; stop (after the gap check)
             last_iteration_s = time.perf_counter() - began
 
-    def stop_reason(self, last_iteration_s: float, quiet: int) -> StopReason | None:
+    def stop_reason(self, next_step_s: float, quiet: int) -> StopReason | None:
         if gap_pct(self.best_cost, self.best_bound) <= self.options.gap_target_pct:
             return StopReason.GAP_REACHED
         if self.stop.is_set():
             return StopReason.INTERRUPTED
-        if self.remaining_s() < 1.2 * last_iteration_s:
+        if self.remaining_s() < 1.2 * next_step_s:
             return StopReason.TIME_LIMIT
         if self.iterations >= self.options.max_iterations:
             return StopReason.ITERATION_LIMIT

@@ -13,6 +13,8 @@ Whatever happens, the caller gets a :class:`~central.dispatch.certified.Certifie
   send its best result; if it does not, it is terminated and the best result it reported is used;
 - the worker dies or reports nothing usable: every cabinet idle with the site completed optimally (always
   feasible) and the trivial lower bound, computed here (``StopReason.WORKER_FAILED``).
+
+Ctrl-C in the caller (``KeyboardInterrupt`` while waiting) terminates the worker and propagates.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import contextlib
 import logging
 import multiprocessing
 import os
+import signal
 import threading
 import time
 from collections.abc import Callable
@@ -77,15 +80,16 @@ def solve_in_worker(
         name="dispatch-worker",
         daemon=True,
     )
-    process.start()
-    there.close()
     try:
+        process.start()
+        there.close()
         latest = _collect(here, process, started_s + opts.time_limit_s, settings.grace_s)
     except BaseException:
         _end(process)
         raise
     finally:
         here.close()
+        there.close()
     _end(process)
     if latest is None:
         log.warning("dispatch worker gave no result; planning every cabinet idle")
@@ -130,6 +134,8 @@ def _send(connection: Connection, message: str) -> None:
 
 
 def _end(process: Any) -> None:
+    if process.pid is None:  # never started
+        return
     if process.is_alive():
         process.terminate()
         process.join(1.0)
@@ -145,7 +151,9 @@ def _worker_main(
     deadline_wall: float,
     progress_interval_s: float,
 ) -> None:
-    """The worker process: solve, report progress, answer a stop request."""
+    """The worker process: solve, report progress, answer a stop request. Ctrl-C is the parent's to handle
+    (it ends the worker), so the worker ignores SIGINT."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     stop = threading.Event()
     send_lock = threading.Lock()
 
