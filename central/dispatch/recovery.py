@@ -3,7 +3,7 @@ rows completed optimally.
 
 An approximate method (an interior point iterate, a plan from elsewhere) proposes charge and discharge
 [kW] per cabinet and interval. :func:`recover` turns that into a plan that is feasible for the LP of
-docs/dispatch.md, whatever the proposal was:
+docs/dispatch.md:
 
 1. power is clipped into each cabinet's limits, and values below ``SNAP_KW`` (an iterate's round-off near a
    bound) are set to 0;
@@ -17,19 +17,20 @@ docs/dispatch.md, whatever the proposal was:
    intervals listed in ``keep_simultaneous``: an iterate's simultaneous charge and discharge is usually
    round-off, but where consuming is paid, burning energy in the losses can be the optimum (the driver
    tries both);
-   a cabinet that ends a little below its terminal SoC (less than ``ROUND_OFF_KWH_PER_KWH`` of its
-   capacity: an iterate's round-off, not a target the day cannot meet) then discharges less (or charges
-   more) in its last intervals where there is room;
-4. the site's variables (grid import and export, PV used, unserved load, peak, imbalance) are chosen
-   optimally for the cabinets' net power by a small LP, the same site rows as the full LP. Before that,
-   where the cabinets would deliver more than load plus export limit (no site variable can take it), their
+4. a cabinet that ends a little below its terminal SoC (less than ``ROUND_OFF_KWH_PER_KWH`` of its
+   capacity: an iterate's round-off, not a target the day cannot meet) discharges less (or charges more)
+   in its last intervals where there is room;
+5. where the cabinets would deliver more than load plus export limit (no site variable can take it), their
    discharge in that interval is reduced, and where they would charge while load goes unserved, the charge
    of the cabinets inside their window (for them never worth it: the unserved and the terminal penalties
-   are equal; a cabinet below its window may rightly charge to get back in); steps 2-3 then run again.
-   Where the site LP still leaves load unserved, cabinets that have energy to spare (above their SoC range
-   for the rest of the horizon and above their terminal SoC) charge less or discharge more, and the site LP
-   runs again.
+   are equal; a cabinet below its window may rightly charge to get back in); steps 2-4 then run again;
+6. the site's variables (grid import and export, PV used, unserved load, peak, imbalance) are chosen
+   optimally for the cabinets' net power by a small LP, the same site rows as the full LP. Where it leaves
+   load unserved, cabinets that have energy to spare (above their SoC range for the rest of the horizon and
+   above their terminal SoC) charge less or discharge more, and the site LP runs again.
 
+It gives up (None) only if the site LP fails or discharge cannot be brought under the export limit in
+``REPAIR_ROUNDS`` rounds; every cabinet idle (:func:`idle_solution`) is always feasible.
 The result's cost is an upper bound on the LP's optimum.
 """
 
@@ -70,7 +71,7 @@ def feasible_schedules(
     x: DispatchInputs, charge: FloatArray, discharge: FloatArray, keep_simultaneous: BoolArray | None = None
 ) -> tuple[FloatArray, FloatArray]:
     """Charge and discharge (B, T) [kW] near the proposal that keep every cabinet in its limits and SoC range
-    (steps 1-3 of the module docstring)."""
+    (steps 1-4 of the module docstring)."""
     charge = np.clip(charge, 0.0, x.charge_limit_kw[:, np.newaxis])
     discharge = np.clip(discharge, 0.0, x.discharge_limit_kw[:, np.newaxis])
     charge[charge < SNAP_KW] = 0.0
