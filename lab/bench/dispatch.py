@@ -27,6 +27,7 @@ import sys
 import time
 from typing import Any
 
+from lab.bench import dispatch_certified
 from shared.errors import InputError, Problem
 
 MAX_CABINETS = 10_000
@@ -68,6 +69,7 @@ def register_bench(bench_subparsers: Any) -> None:
         "--no-smoothing", action="store_true", help="skip the second stage (plan quality), for comparison"
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    dispatch_certified.add_arguments(parser)
     parser.set_defaults(handler=run)
 
 
@@ -85,6 +87,7 @@ def _check_args(args: argparse.Namespace) -> None:
         problems.append(Problem("--models/--soc-levels", "must not be negative"))
     if not (math.isfinite(args.time_limit_s) and args.time_limit_s > 0):
         problems.append(Problem("--time-limit-s", f"must be a positive number, got {args.time_limit_s}"))
+    problems += dispatch_certified.check_arguments(args)
     if problems:
         raise InputError("ems bench dispatch", problems)
 
@@ -212,6 +215,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     from central.dispatch import DispatchOptions, optimize
 
     site, dayahead = bench_site(args.cabinets, args.steps, args.seed, args.models, args.soc_levels)
+    if args.method is not None:
+        return dispatch_certified.measure_certified(args, site, dayahead, _describe(args, dayahead))
     options = DispatchOptions(
         backend=args.backend,
         time_limit_s=args.time_limit_s,
@@ -239,13 +244,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     if plan is None:  # pragma: no cover - repeat >= 1 is checked
         raise RuntimeError("no run")
     report: dict[str, Any] = {
-        "benchmark": "dispatch",
-        "cabinets": args.cabinets,
-        "steps": args.steps,
-        "interval_minutes": dayahead.interval_minutes,
-        "seed": args.seed,
-        "models": args.models,
-        "soc_levels": args.soc_levels,
+        **_describe(args, dayahead),
         "backend": args.backend,
         "repeat": args.repeat,
         "smoothing": not args.no_smoothing,
@@ -285,6 +284,19 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     return report
 
 
+def _describe(args: argparse.Namespace, dayahead: Any) -> dict[str, Any]:
+    return {
+        "benchmark": "dispatch",
+        "cabinets": args.cabinets,
+        "steps": args.steps,
+        "interval_minutes": dayahead.interval_minutes,
+        "seed": args.seed,
+        "models": args.models,
+        "soc_levels": args.soc_levels,
+        "repeat": args.repeat,
+    }
+
+
 def _targets(report: dict[str, Any]) -> dict[str, Any]:
     size = (report["cabinets"], report["steps"])
     targets: dict[str, Any] = {}
@@ -306,6 +318,9 @@ def _progress(text: str) -> None:
 
 
 def _print_report(report: dict[str, Any]) -> None:
+    if "method" in report:
+        dispatch_certified.print_report(report)
+        return
     print(
         f"dispatch {report['cabinets']} cabinets x {report['steps']} steps ({report['backend']}, "
         f"median of {report['repeat']}): build {report['build_s']:.4f} s, solve {report['solve_s']:.4f} s, "
