@@ -119,5 +119,15 @@ def _status(controller: Any) -> None:
         t.soc_pct,
         t.schedule_id or "-",
         t.cycle_time_p99_ms,
-        f", TRIPPED: {t.interlock_reason}" if t.interlock_active else "",
+        _interlock_note(t),
     )
+
+
+def _interlock_note(telemetry: Any) -> str:
+    from shared.edge_api import EdgeMode
+
+    if telemetry.mode is EdgeMode.TRIPPED:
+        return f", TRIPPED: {telemetry.interlock_reason}"
+    if telemetry.interlock_active:
+        return f", HOLDING: {telemetry.interlock_reason}"
+    return ""
