@@ -57,9 +57,6 @@ class CommProblem:
     detail: str
     edge_late: bool = False
 
-    def __str__(self) -> str:
-        return f"{self.detail} (edge loop late)" if self.edge_late else self.detail
-
 
 @dataclass(frozen=True)
 class CommPolicy:
@@ -193,7 +190,7 @@ class CommLossMonitor:
         missing_s = now_s - self._failing_since_s
         if missing_s <= self.policy.timeout_s:
             return NOTHING
-        what = "; ".join(str(p) for p in problems) or "no data"
+        what = "; ".join(p.detail for p in problems) or "no data"
         limit_ms = self.policy.timeout_s * 1000.0
         detail = f"no valid data for {missing_s * 1000:.0f} ms (limit {limit_ms:.0f} ms): {what}"
         episode = _Episode(self._run_cause, detail, self._failing_since_s, now_s)

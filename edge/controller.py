@@ -24,11 +24,9 @@ process dies.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
@@ -36,14 +34,15 @@ from edge.comm_loss import CommLossMonitor, CommPolicy, CommUpdate
 from edge.device_io import Backoff, CabinetDevice, DeviceLink, MeterDevice
 from edge.device_session import DeviceSession
 from edge.interlocks import Condition, Finding, InterlockLatch, InterlockLimits, Trip, check_cabinet
-from edge.persistence import EdgeDatabase, EventKind, PersistedSchedule
+from edge.log_limit import LogLimit
+from edge.persistence import EdgeDatabase, EventKind, RestoredState
 from edge.planner import Plan, SetpointPlanner
 from edge.plant_read import CycleRead, read_plant
 from edge.schedule_keeper import SCHEDULE_STORE_TIMEOUT_S, ScheduleKeeper
 from edge.snapshot import SETOP_CONNECT, CabinetReading, Snapshot
 from edge.status import StatusInputs, build_telemetry, decide_mode
 from edge.store_worker import StoreWorker
-from edge.timing import CycleStats, DeadlineSchedule, run_precise
+from edge.timing import CycleLoop, CycleStats, LatePolicy, run_precise
 from shared.clock import Clock
 from shared.edge_api import Decision, EdgeMode, EdgeTelemetry
 from shared.schedule import CabinetSchedule
@@ -54,26 +53,9 @@ log = logging.getLogger(__name__)
 
 STOP_WRITE_TIMEOUT_S = 0.5
 THREAD_START_TIMEOUT_S = 10.0
-LOOP_LATE_LOG_EVERY_S = 10.0
 # A cycle makes at most this many requests in a row (2 reads, 3 writes of the configuration, SetOp, WSet,
 # CtrlHb), each bounded by modbus_timeout_ms: a cycle that takes far longer was not running.
 MAX_REQUESTS_PER_CYCLE = 8
-
-
-@dataclass(frozen=True)
-class _Restored:
-    schedules: list[PersistedSchedule]
-    latch: list[Trip]
-
-
-def _load_state(db: EdgeDatabase) -> _Restored:
-    db.prune_schedules()  # a database written before the table had its cap
-    return _Restored(db.load_schedules(), db.load_latch())
-
-
-def _resolve(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.set_result(None)
 
 
 class EdgeController:
@@ -128,21 +110,20 @@ class EdgeController:
         self._mode = EdgeMode.STARTING
         # The loop's own state (its thread only).
         self._thread: threading.Thread | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._wake: asyncio.Future[None] | None = None
         self._started = threading.Event()
         self._failure: BaseException | None = None
-        self._stopping = False
+        late = LatePolicy(
+            wake_late_s=self.comm_timeout_s,
+            cycle_s=self.comm_timeout_s + MAX_REQUESTS_PER_CYCLE * settings.modbus_timeout_ms / 1000.0,
+        )
+        self._cycles = CycleLoop(self.timing, late, self._loop_late, self._cycle_failed)
         self._latest: Snapshot | None = None
         self._first_write_logged = False
         self._last_prune_s = 0.0
         self._links_ok = (False, False)
         self._stopped_safely = False
-        self._longest_cycle_s = (
-            self.comm_timeout_s + MAX_REQUESTS_PER_CYCLE * settings.modbus_timeout_ms / 1000.0
-        )
-        self._late_logged_s = -LOOP_LATE_LOG_EVERY_S
-        self._late_unlogged = 0
+        self._late_log = LogLimit(log, logging.WARNING)
+        self._failed_cycle_log = LogLimit(log, logging.ERROR)
         self.trip_cycle: int | None = None  # number of the cycle (timing.cycles) that last tripped
         self._telemetry = self._build_telemetry()
 
@@ -164,7 +145,7 @@ class EdgeController:
         self.store.start()
         try:
             restored = await asyncio.to_thread(
-                self.store.call, _load_state, "restore", SCHEDULE_STORE_TIMEOUT_S
+                self.store.call, EdgeDatabase.load_state, "restore", SCHEDULE_STORE_TIMEOUT_S
             )
         except BaseException:
             self.store.close()
@@ -179,12 +160,8 @@ class EdgeController:
 
     async def stop(self) -> None:
         """Stop the loop, write 0 W (best effort, bounded), disconnect, write the log, close the database."""
-        self._stopping = True
+        self._cycles.stop()
         thread, self._thread = self._thread, None
-        loop, wake = self._loop, self._wake
-        if loop is not None and wake is not None and not loop.is_closed():
-            with contextlib.suppress(RuntimeError):  # the loop may have ended already
-                loop.call_soon_threadsafe(_resolve, wake)
         if thread is not None:
             await asyncio.to_thread(thread.join, max(5.0, 3 * self.cycle_s))
             if thread.is_alive():
@@ -205,19 +182,18 @@ class EdgeController:
             self._started.set()
 
     async def _thread_body(self) -> None:
-        self._loop = asyncio.get_running_loop()
         self.cabinet.link.start()
         self.meter.link.start()
         self._event(EventKind.START, f"edge {self.cabinet_id} started, cycle {self.settings.cycle_ms:g} ms")
         self._started.set()
         try:
-            await self._run()
+            await self._cycles.run(self._cycle)
         finally:
             self._stopped_safely = await self.session.write_zero(STOP_WRITE_TIMEOUT_S)
             await self.cabinet.link.stop()
             await self.meter.link.stop()
 
-    def _restore(self, restored: _Restored) -> None:
+    def _restore(self, restored: RestoredState) -> None:
         """Schedules that have not ended and a latched trip, from before the restart."""
         self.schedules.restore(restored.schedules, self.clock.now())
         if not restored.latch:
@@ -295,37 +271,13 @@ class EdgeController:
 
     # ------------------------------------------------------------------------------------ the loop
 
-    async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
-        deadlines = DeadlineSchedule(self.cycle_s, loop.time())
-        deadline_s = deadlines.deadline_s
-        while not self._stopping:
-            started_s = loop.time()
-            self.timing.cycle_started(started_s)
-            if started_s - deadline_s > self.comm_timeout_s:
-                self._loop_late(
-                    f"control loop woke {(started_s - deadline_s) * 1000:.0f} ms after its deadline"
-                )
-            try:
-                await self._cycle(started_s)
-            except Exception as exc:  # a bug must not end the loop: trip and go on
-                log.exception("%s: cycle failed", self.cabinet_id)
-                try:
-                    bug = Finding(Condition.INTERNAL_ERROR, f"{type(exc).__name__}: {exc}")
-                    await self._trip_now([bug])
-                except Exception:
-                    log.exception("%s: tripping after a failed cycle failed too", self.cabinet_id)
-            finished_s = loop.time()
-            if finished_s - started_s > self._longest_cycle_s:
-                self._loop_late(f"a control cycle took {(finished_s - started_s) * 1000:.0f} ms")
-            deadline_s, missed = deadlines.next_after(finished_s)
-            self.timing.cycle_finished(finished_s - started_s, missed)
-            if self._stopping:
-                break
-            self._wake = loop.create_future()
-            timer = loop.call_at(deadline_s, _resolve, self._wake)
-            await self._wake
-            timer.cancel()
+    async def _cycle_failed(self, exc: Exception) -> None:
+        """A bug in a cycle: logged with its traceback, and the edge trips (the loop goes on)."""
+        self._failed_cycle_log.log(f"{self.cabinet_id}: cycle failed", exc_info=True)
+        try:
+            await self._trip_now([Finding(Condition.INTERNAL_ERROR, f"{type(exc).__name__}: {exc}")])
+        except Exception:
+            log.exception("%s: tripping after a failed cycle failed too", self.cabinet_id)
 
     async def _cycle(self, started_s: float) -> None:
         read = await read_plant(self.cabinet, self.meter)
@@ -448,14 +400,7 @@ class EdgeController:
         stall, SIGSTOP). Told apart from the devices' failures: no evidence against them."""
         message = f"{what} (this process was not scheduled); not counted against the devices"
         self._event(EventKind.LOOP_LATE, message)
-        now_s = time.monotonic()
-        if now_s - self._late_logged_s < LOOP_LATE_LOG_EVERY_S:
-            self._late_unlogged += 1
-            log.debug("%s: %s", self.cabinet_id, message)
-            return
-        more = f" ({self._late_unlogged} more since the last such line)" if self._late_unlogged else ""
-        log.warning("%s: %s%s", self.cabinet_id, message, more)
-        self._late_logged_s, self._late_unlogged = now_s, 0
+        self._late_log.log(f"{self.cabinet_id}: {message}")
 
     def _update_mode(self) -> None:
         active = self.schedules.active(self.clock.now())

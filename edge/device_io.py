@@ -166,6 +166,7 @@ class DeviceLink:
                 await self._connect()
             except (TimeoutError, DeviceError, OSError, ModbusException) as exc:
                 self._drop(str(exc) or type(exc).__name__)
+                self.lost_while_late = isinstance(exc, DeviceError) and exc.edge_late
                 delay_s = self._backoff.next(delay_s)
                 log.debug("%s: connect failed (%s); retry in %.2f s", self.name, self.last_error, delay_s)
                 await asyncio.sleep(delay_s)

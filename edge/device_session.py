@@ -23,6 +23,7 @@ from edge.interlocks import (
     FrozenDataDetector,
     check_setpoint_readback,
 )
+from edge.log_limit import LogLimit
 from edge.snapshot import SETOP_CONNECT, SETOP_DISCONNECT, CabinetReading
 from shared.clock import Clock
 from shared.site import EdgeSettings
@@ -30,7 +31,6 @@ from shared.sunspec.layout import scale, unscale
 
 log = logging.getLogger(__name__)
 
-REFUSED_WRITE_LOG_EVERY_S = 10.0
 REVERT_SETPOINT_KW = 0.0  # WSetRvrt as configured at every connection
 
 
@@ -57,8 +57,7 @@ class DeviceSession:
         self._heartbeat = 0
         self._beat_connection = -1  # connection number on which our heartbeat last landed
         self._beat_s = 0.0  # monotonic time that heartbeat was sent
-        self._refused_writes = 0
-        self._refused_logged_s = -REFUSED_WRITE_LOG_EVERY_S
+        self._refused_log = LogLimit(log, logging.WARNING)
 
     @property
     def link_ready(self) -> bool:
@@ -198,21 +197,6 @@ class DeviceSession:
                 link.lose(str(exc), edge_late=exc.edge_late)  # logged there, once per connection
                 self._written_kw = None
             else:
-                self._log_refused(exc)
+                self._refused_log.log(f"{self.device.link.name}: write refused by the device: {exc}")
             return False
         return True
-
-    def _log_refused(self, exc: DeviceError) -> None:
-        """A write the device answered with a Modbus exception: at most one warning per 10 s."""
-        self._refused_writes += 1
-        now_s = time.monotonic()
-        if now_s - self._refused_logged_s < REFUSED_WRITE_LOG_EVERY_S:
-            log.debug("%s: write refused: %s", self.device.link.name, exc)
-            return
-        log.warning(
-            "%s: write refused by the device: %s (%d refused so far)",
-            self.device.link.name,
-            exc,
-            self._refused_writes,
-        )
-        self._refused_logged_s = now_s

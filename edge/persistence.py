@@ -92,6 +92,14 @@ class PersistedSchedule:
     sequence: int
 
 
+@dataclass(frozen=True)
+class RestoredState:
+    """What an edge restores at start."""
+
+    schedules: list[PersistedSchedule]
+    latch: list[Trip]
+
+
 class EdgeDatabase:
     """The SQLite file of one edge. Not thread-safe by itself: callers serialize access."""
 
@@ -172,6 +180,12 @@ class EdgeDatabase:
             except (ValueError, TypeError):
                 continue
         return loaded
+
+    def load_state(self) -> RestoredState:
+        """The kept schedules (cut to the cap, for a database of a version that capped only in memory)
+        and the latched interlocks."""
+        self.prune_schedules()
+        return RestoredState(self.load_schedules(), self.load_latch())
 
     # --------------------------------------------------------------------------------- latch
 

@@ -24,7 +24,7 @@ from edge.comm_loss import (
 from edge.interlocks import Condition
 from edge.persistence import EventKind, read_events
 from shared.edge_api import EdgeMode
-from tests.test_edge_controller import Rig, rig, running, schedule_now, wait_for
+from tests.test_edge_controller import COMM_RECOVERY_S, Rig, rig, running, schedule_now, wait_for
 
 POLICY = CommPolicy(timeout_s=0.3, recovery_s=1.0, flap_episodes=3, flap_window_s=60.0)
 DEVICE = (CommProblem(CommSource.DEVICE, "device: read 58 @ 40070: timeout"),)
@@ -143,8 +143,6 @@ def test_property_no_resume_without_the_recovery_time_no_flapping_from_lateness(
 
 # ------------------------------------------------------------------------------------------ the controller
 
-RECOVERY = "comm_recovery_s = 0.5\n"
-
 
 async def _hold(r: Rig, source: str) -> float:
     """Wait for the comm-loss hold; check how it shows; return when it was seen (monotonic)."""
@@ -171,7 +169,7 @@ async def _events(r: Rig, kind: EventKind, count: int) -> list[str]:
 
 
 async def test_a_device_answering_late_holds_and_the_edge_resumes_by_itself(tmp_path: Path) -> None:
-    async with rig(tmp_path, extra=RECOVERY) as r:
+    async with rig(tmp_path) as r:
         assert r.edge.submit_schedule(schedule_now(r.clock, [30.0, 30.0])).accepted
         await running(r, 30.0)
         device = r.sim.cabinet("cab-1")
@@ -187,7 +185,7 @@ async def test_a_device_answering_late_holds_and_the_edge_resumes_by_itself(tmp_
         await running(r, 30.0)  # back in schedule mode: no reset
         assert r.edge.latched == [] and not r.edge.telemetry().interlock_active
         # No setpoint while data was missing, nor before it had been valid for comm_recovery_s.
-        assert min(_wset_writes_after(r, held_s)) >= cleared_s + 0.5
+        assert min(_wset_writes_after(r, held_s)) >= cleared_s + COMM_RECOVERY_S
         assert await _events(r, EventKind.COMM_LOSS_START, 1) == ["device"]
         assert await _events(r, EventKind.COMM_LOSS_END, 1) == ["device"]
         [end] = read_events(r.edge.database_path, EventKind.COMM_LOSS_END)
@@ -196,7 +194,7 @@ async def test_a_device_answering_late_holds_and_the_edge_resumes_by_itself(tmp_
 
 
 async def test_a_device_fault_during_the_late_answers_still_latches(tmp_path: Path) -> None:
-    async with rig(tmp_path, extra=RECOVERY) as r:
+    async with rig(tmp_path) as r:
         assert r.edge.submit_schedule(schedule_now(r.clock, [30.0, 30.0])).accepted
         await running(r, 30.0)
         device = r.sim.cabinet("cab-1")
@@ -208,7 +206,7 @@ async def test_a_device_fault_during_the_late_answers_still_latches(tmp_path: Pa
         await wait_for(lambda: r.edge.mode is EdgeMode.TRIPPED, timeout_s=5.0, what="over-temperature trip")
         assert Condition.OVER_TEMPERATURE in {t.finding.condition for t in r.edge.latched}
         device.faults.clear_all()
-        await asyncio.sleep(1.0)  # twice comm_recovery_s: a latch does not end by itself
+        await asyncio.sleep(3 * COMM_RECOVERY_S)  # a latch does not end by itself
         assert r.edge.mode is EdgeMode.TRIPPED and r.wset_kw() == 0.0
         assert device.state.state == "DISCONNECTED"
         await wait_for(lambda: r.edge.reset_interlock().accepted, what="reset accepted")
@@ -216,7 +214,7 @@ async def test_a_device_fault_during_the_late_answers_still_latches(tmp_path: Pa
 
 
 async def test_meter_errors_hold_with_the_heartbeat_fed_and_no_setpoint(tmp_path: Path) -> None:
-    async with rig(tmp_path, extra=RECOVERY) as r:
+    async with rig(tmp_path) as r:
         assert r.edge.submit_schedule(schedule_now(r.clock, [10.0, 10.0])).accepted
         await running(r, 10.0)
         device = r.sim.cabinet("cab-1")
@@ -243,7 +241,7 @@ async def test_comm_flap_episodes_1_latches_the_first_loss(tmp_path: Path) -> No
 
 
 async def test_repeated_episodes_latch_comm_loss(tmp_path: Path) -> None:
-    extra = "comm_recovery_s = 0.2\ncomm_flap_episodes = 3\ncomm_flap_window_s = 60.0\n"
+    extra = "comm_flap_episodes = 3\ncomm_flap_window_s = 60.0\n"
     async with rig(tmp_path, extra=extra) as r:
         assert r.edge.submit_schedule(schedule_now(r.clock, [10.0, 10.0])).accepted
         await running(r, 10.0)
@@ -259,7 +257,7 @@ async def test_repeated_episodes_latch_comm_loss(tmp_path: Path) -> None:
         assert trip.finding.condition is Condition.COMM_LOSS
         assert "3 communication-loss episodes within 60 s" in trip.finding.detail
         meter.clear_all()
-        await asyncio.sleep(0.6)
+        await asyncio.sleep(3 * COMM_RECOVERY_S)
         assert r.edge.mode is EdgeMode.TRIPPED and r.wset_kw() == 0.0
         await wait_for(lambda: r.edge.reset_interlock().accepted, what="reset accepted")
         await running(r, 10.0)

@@ -27,8 +27,10 @@ from tests.support import site_toml
 
 CYCLE_MS = 20.0
 # A comm timeout far above the 3-cycle default: a test process hosting simulators and edges on a busy
-# 2-core machine can stall for 100 ms; the comm-loss interlock itself is tested with its own timeout.
+# 2-core machine can stall for 100 ms; and a short recovery, so a hold that such a stall still causes ends
+# quickly. The comm-loss policy itself is tested in test_edge_comm_loss.py.
 COMM_TIMEOUT_MS = 300.0
+COMM_RECOVERY_S = 0.3
 
 
 def edge_settings(cycle_ms: float = CYCLE_MS) -> str:
@@ -36,6 +38,7 @@ def edge_settings(cycle_ms: float = CYCLE_MS) -> str:
 [edge]
 cycle_ms = {cycle_ms}
 comm_timeout_ms = {COMM_TIMEOUT_MS}
+comm_recovery_s = {COMM_RECOVERY_S}
 modbus_timeout_ms = 25.0
 frozen_data_timeout_s = 1.5
 revert_timeout_s = 1.0

@@ -184,7 +184,8 @@ def test_bench_edge_reports_timing_and_reaction(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout.strip().splitlines()[-1])
-    assert report["cycles"] >= 100 and report["cycle_ms"] == 20.0
+    # 150 cycles at best; a busy machine skips deadlines (overruns), and the bench must still report.
+    assert report["cycles"] >= 50 and report["cycle_ms"] == 20.0
     assert report["period_p50_ms"] > 15.0
     assert report["injections"] >= 5 and report["reactions_missed"] == 0
     assert 0.0 < report["interlock_reaction_p50_ms"] <= report["interlock_reaction_p99_ms"]

@@ -20,7 +20,7 @@ class CabinetSample:
     mode: str  # edge mode (schedule, fallback, tripped, starting) or OFFLINE
     schedule_id: str  # the edge's active schedule ("" when none or offline)
     setpoint_kw: float | None  # what the edge last wrote to the device, + discharge
-    interlock_reason: str  # "" when no interlock is latched
+    interlock_reason: str  # "" when no interlock is latched and no comm-loss hold runs
     charged_ac_kwh: float | None = None  # the device's AC energy counters since the simulator started
     discharged_ac_kwh: float | None = None
 
