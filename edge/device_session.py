@@ -48,7 +48,9 @@ class DeviceSession:
         self.gap_s = max(settings.effective_comm_timeout_ms / 1000.0, 2.0 * cycle_s)
         self.frozen = FrozenDataDetector(settings.frozen_data_timeout_s)
         self.last_reading: CabinetReading | None = None
-        self.connect_wanted = True  # SetOp CONNECT to (re)send when not tripped (the controller's lock)
+        # SetOp CONNECT to (re)send when not tripped; set by a reset (any thread) and at a new connection.
+        # A request lost to a race is harmless: CONNECT is also sent whenever the device does not show it.
+        self.connect_wanted = True
         self._configured_connection = -1
         self._written_kw: float | None = None  # WSet as last written on this connection (device rounding)
         self._written_s = 0.0  # monotonic time the last WSet write was sent

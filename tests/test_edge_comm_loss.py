@@ -10,6 +10,7 @@ import asyncio
 import time
 from pathlib import Path
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -24,6 +25,9 @@ from edge.comm_loss import (
 from edge.interlocks import Condition
 from edge.persistence import EventKind, read_events
 from shared.edge_api import EdgeMode
+from shared.errors import ConfigError
+from shared.site import parse_site
+from tests.support import site_toml
 from tests.test_edge_controller import COMM_RECOVERY_S, Rig, rig, running, schedule_now, wait_for
 
 POLICY = CommPolicy(timeout_s=0.3, recovery_s=1.0, flap_episodes=3, flap_window_s=60.0)
@@ -139,6 +143,41 @@ def test_property_no_resume_without_the_recovery_time_no_flapping_from_lateness(
         if update.flapping is not None:
             assert not only_late and episodes >= POLICY.flap_episodes
         assert monitor.holding == (monitor.reason != "")
+
+
+# ------------------------------------------------------------------------------------------ the [edge] keys
+
+
+def _edge_keys(lines: str) -> CommPolicy:
+    return CommPolicy.from_settings(parse_site(site_toml(1, extra="[edge]\n" + lines), "site.toml").edge)
+
+
+def test_the_policy_keys_have_sane_defaults() -> None:
+    policy = _edge_keys("cycle_ms = 20.0\n")
+    assert policy == CommPolicy(timeout_s=0.06, recovery_s=3.0, flap_episodes=5, flap_window_s=600.0)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.one_of(st.integers(-5, 50), st.floats(-5.0, 50.0, allow_nan=False)),
+    st.sampled_from(["comm_recovery_s", "comm_flap_episodes", "comm_flap_window_s"]),
+)
+def test_property_a_bad_policy_value_is_refused_naming_its_key(value: float, key: str) -> None:
+    valid = {
+        "comm_recovery_s": value >= 0.0,
+        "comm_flap_episodes": value >= 1 and float(value) == int(value),
+        "comm_flap_window_s": value > 0.0,
+    }[key]
+    if valid:
+        policy = _edge_keys(f"{key} = {value!r}\n")
+        field = {"comm_recovery_s": "recovery_s", "comm_flap_episodes": "flap_episodes"}.get(
+            key, "flap_window_s"
+        )
+        assert getattr(policy, field) == value
+        return
+    with pytest.raises(ConfigError) as info:
+        _edge_keys(f"{key} = {value!r}\n")
+    assert f"edge.{key}" in str(info.value)
 
 
 # ------------------------------------------------------------------------------------------ the controller
