@@ -127,11 +127,15 @@ class DeviceLink:
             self._task = asyncio.create_task(self._keep_connected(), name=f"edge-link-{self.name}")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
+        task, self._task = self._task, None
+        # Cancel until it ends: on Python 3.11 asyncio.wait_for (inside pymodbus' connect) can swallow a
+        # cancellation that lands as the connection completes, and the task would wait for ever.
+        while task is not None and not task.done():
+            task.cancel()
+            await asyncio.wait({task}, timeout=0.1)
+        if task is not None:
             with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+                await task
         self._drop("stopped")
 
     @property
