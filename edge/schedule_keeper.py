@@ -58,7 +58,7 @@ class ScheduleKeeper:
                     lambda db: db.save_schedule(schedule, now, sequence), "schedule", SCHEDULE_STORE_TIMEOUT_S
                 )
             except Exception as exc:  # sqlite, a full disk, a stopped store, a timeout: not accepted
-                return Decision(False, f"cannot store the schedule locally: {exc}")
+                return Decision(False, f"cannot store the schedule locally: {exc or type(exc).__name__}")
             with self._lock:
                 self._schedules.add(schedule, now, sequence)  # the database dropped the same oldest ones
             self._record(EventKind.SCHEDULE, f"accepted {schedule.describe()}", schedule.schedule_id)

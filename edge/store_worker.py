@@ -90,9 +90,20 @@ class StoreWorker:
         if thread.is_alive():
             log.error("%s: local database writer did not finish in %g s", self._name, CLOSE_TIMEOUT_S)
             return
+        self._fail_leftovers()
         if self._db is not None:
             self._db.close()
             self._db = None
+
+    def _fail_leftovers(self) -> None:
+        """Jobs queued after the close (a schedule submitted while the edge stops) are refused, not lost."""
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            if item is not None and item[1] is not None:
+                item[1].set_exception(RuntimeError("edge is stopping"))
 
     def _main(self) -> None:
         db = self._db
