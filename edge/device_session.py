@@ -197,7 +197,6 @@ class DeviceSession:
         except DeviceError as exc:
             if exc.connection_broken:
                 link.lose(str(exc), edge_late=exc.edge_late)  # logged there, once per connection
-                self._written_kw = None
             else:
                 self._refused_log.log(f"{self.device.link.name}: write refused by the device: {exc}")
             return False

@@ -218,6 +218,8 @@ async def test_a_device_answering_late_holds_and_the_edge_resumes_by_itself(tmp_
         # Meanwhile the device makes itself safe: no WSet refresh for revert_timeout_s -> 0 W.
         await wait_for(lambda: device.state.reverted, timeout_s=3.0, what="the device's own revert")
         assert time.monotonic() - late_at >= 0.9 and device.state.target_kw == 0.0
+        # The edge's telemetry says so too: SetpointKw is the revert value once the revert time has passed.
+        await wait_for(lambda: r.edge.telemetry().setpoint_kw == 0.0, what="SetpointKw 0 after the revert")
         assert r.edge.reset_interlock().message.startswith("no interlock is latched; the comm_loss hold ends")
         device.faults.clear_all()
         cleared_s = time.monotonic()
