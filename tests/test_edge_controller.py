@@ -393,8 +393,10 @@ async def test_poc_limits_held_with_three_cabinets_sharing_one_meter(tmp_path: P
     ) as r:
         peak_import = peak_export = 0.0
 
-        async def watch_until(target_kw: float, timeout_s: float = 10.0) -> None:
-            """Track the peaks until the grid settles at ``target_kw`` (the PCS responds with a lag)."""
+        async def watch_until(target_kw: float, timeout_s: float = 30.0) -> None:
+            """Track the peaks until the grid settles at ``target_kw`` (the PCS responds with a lag; on a
+            busy machine the test's own simulators answer late and the edges hold meanwhile). The peaks
+            are checked all along."""
             nonlocal peak_import, peak_export
             end = time.monotonic() + timeout_s
             settled_since: float | None = None
