@@ -187,7 +187,8 @@ def test_bench_edge_reports_timing_and_reaction(tmp_path: Path) -> None:
     # 150 cycles at best; a busy machine skips deadlines (overruns), and the bench must still report.
     assert report["cycles"] >= 50 and report["cycle_ms"] == 20.0
     assert report["period_p50_ms"] > 15.0
-    assert report["injections"] >= 5 and report["reactions_missed"] == 0
+    # One injection every 0.2-0.4 s plus its reset and the ramp back: about 6 in 3 s, fewer when busy.
+    assert report["injections"] >= 3 and report["reactions_missed"] == 0
     assert 0.0 < report["interlock_reaction_p50_ms"] <= report["interlock_reaction_p99_ms"]
 
 
