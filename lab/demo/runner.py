@@ -69,6 +69,7 @@ STARTUP_LEAD_PER_PROCESS_S = 2.0
 CERTS_TIMEOUT_S = 120.0
 DEVICE_WATCHDOG_WALL_S = 1.0  # device-side revert and heartbeat timeouts, in wall seconds
 OPCUA_RECONNECT_MAX_S = 1.0  # the central's reconnect backoff cap, in wall seconds
+COMM_RECOVERY_MAX_S = 0.5  # an edge's wait for valid data after a comm-loss hold, in wall seconds
 NORMAL_MIN_SCHEDULE_SHARE = 0.9
 
 
@@ -184,7 +185,10 @@ class Demo:
         if heartbeat_s is None:
             heartbeat_s = site.edge.heartbeat_timeout_s
         return {
-            "edge": {"revert_timeout_s": max(site.edge.revert_timeout_s, watchdog_s)},
+            "edge": {
+                "revert_timeout_s": max(site.edge.revert_timeout_s, watchdog_s),
+                "comm_recovery_s": min(site.edge.comm_recovery_s, COMM_RECOVERY_MAX_S),
+            },
             # 0 switches the device's heartbeat watchdog off: keep that choice.
             "sim": {"heartbeat_timeout_s": heartbeat_s if heartbeat_s == 0 else max(heartbeat_s, watchdog_s)},
             "opcua": {
