@@ -176,7 +176,7 @@ class CommLossMonitor:
     def failed(self, attempt_s: float, now_s: float, problems: tuple[CommProblem, ...]) -> CommUpdate:
         """A cycle without a valid snapshot; ``attempt_s`` is when its reads started."""
         if not self.armed:
-            return NOTHING  # starting: the interlock arms with the first valid snapshot
+            return NOTHING  # starting: the policy arms with the first valid snapshot
         if self._failing_since_s is None:
             self._failing_since_s = attempt_s
         self._run_cause = _combined(self._run_cause, problems)
