@@ -143,5 +143,15 @@ def _status_line(t: Any) -> str:
     return (
         f"{t.cabinet_id}: {t.mode.value}, setpoint {t.setpoint_kw:.1f} kW, power {t.active_power_kw:.1f} kW, "
         f"SoC {t.soc_pct:.1f} %, schedule {t.schedule_id or '-'}, period p99 {t.cycle_time_p99_ms:.2f} ms"
-        + (f", TRIPPED: {t.interlock_reason}" if t.interlock_active else "")
+        + _interlock_note(t)
     )
+
+
+def _interlock_note(telemetry: Any) -> str:
+    from shared.edge_api import EdgeMode
+
+    if telemetry.mode is EdgeMode.TRIPPED:
+        return f", TRIPPED: {telemetry.interlock_reason}"
+    if telemetry.interlock_active:
+        return f", HOLDING: {telemetry.interlock_reason}"
+    return ""

@@ -5,6 +5,11 @@ exponential backoff) in a background task, scans the SunSpec model chain, and on
 the loop. Inside a cycle every request has a short timeout and is never retried; any failure closes the
 connection (so a late answer can never be taken for the next request's) and hands it back to the
 reconnect task.
+
+Every request is timed on the monotonic clock. A request that failed more than one timeout after its
+timeout expired failed because this process was not running (its timer fired that late), not because the
+device was slow: the error says so (``edge_late``), and the comm-loss policy does not count it against the
+device (docs/edge.md, "Communication loss").
 """
 
 from __future__ import annotations
@@ -12,8 +17,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
+import time
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from pymodbus.client import AsyncModbusTcpClient
 from pymodbus.exceptions import ModbusException
@@ -51,11 +58,14 @@ class DeviceError(Exception):
     """A request failed: timeout, connection lost or a Modbus exception response.
 
     ``connection_broken`` is False only for an exception response: the device answered, the link is fine.
+    ``edge_late``: the failure was noticed more than one timeout after the request's timeout expired, so
+    this edge's own loop was not running; it is no evidence against the device.
     """
 
-    def __init__(self, message: str, *, connection_broken: bool = True) -> None:
+    def __init__(self, message: str, *, connection_broken: bool = True, edge_late: bool = False) -> None:
         super().__init__(message)
         self.connection_broken = connection_broken
+        self.edge_late = edge_late
 
 
 @dataclass(frozen=True)
@@ -106,6 +116,7 @@ class DeviceLink:
         self._lost = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.last_error = "not connected yet"
+        self.lost_while_late = False  # the last loss was a request failed by this edge's own lateness
         self.connections = 0  # successful connects (incl. scans), for logs and tests
 
     # ------------------------------------------------------------------ lifecycle
@@ -116,11 +127,15 @@ class DeviceLink:
             self._task = asyncio.create_task(self._keep_connected(), name=f"edge-link-{self.name}")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
+        task, self._task = self._task, None
+        # Cancel until it ends: on Python 3.11 asyncio.wait_for (inside pymodbus' connect) can swallow a
+        # cancellation that lands as the connection completes, and the task would wait for ever.
+        while task is not None and not task.done():
+            task.cancel()
+            await asyncio.wait({task}, timeout=0.1)
+        if task is not None:
             with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+                await task
         self._drop("stopped")
 
     @property
@@ -132,11 +147,12 @@ class DeviceLink:
     def models(self) -> dict[int, ModelLayout]:
         return dict(self._models)
 
-    def lose(self, reason: str) -> None:
+    def lose(self, reason: str, *, edge_late: bool = False) -> None:
         """Close the connection after a failed request; the background task reconnects."""
         if self._ready:
             log.warning("%s: connection dropped: %s", self.name, reason)
         self._drop(reason)
+        self.lost_while_late = edge_late
         self._lost.set()
 
     def _drop(self, reason: str) -> None:
@@ -154,12 +170,14 @@ class DeviceLink:
                 await self._connect()
             except (TimeoutError, DeviceError, OSError, ModbusException) as exc:
                 self._drop(str(exc) or type(exc).__name__)
+                self.lost_while_late = isinstance(exc, DeviceError) and exc.edge_late
                 delay_s = self._backoff.next(delay_s)
                 log.debug("%s: connect failed (%s); retry in %.2f s", self.name, self.last_error, delay_s)
                 await asyncio.sleep(delay_s)
                 continue
             delay_s = 0.0
             self._lost.clear()
+            self.lost_while_late = False
             self._ready = True
             self.connections += 1
             log.info("%s: connected to %s:%d", self.name, self._host, self._port)
@@ -184,36 +202,39 @@ class DeviceLink:
             raise DeviceError(f"{self.name}: not connected ({self.last_error})")
         return self._client
 
-    async def read(self, address: int, count: int) -> list[int]:
+    async def _request(self, what: str, call: Callable[[AsyncModbusTcpClient], Awaitable[Any]]) -> Any:
+        """Send one request; any failure becomes a :class:`DeviceError` (timed on the monotonic clock)."""
         client = self._require_client()
+        started_s = time.monotonic()
         try:
-            response = await client.read_holding_registers(address, count=count, device_id=UNIT_ID)
+            response = await call(client)
         except (TimeoutError, ModbusException, OSError) as exc:
-            raise DeviceError(f"read {count} @ {address}: {exc or type(exc).__name__}") from exc
-        if response.isError():
-            raise DeviceError(
-                f"read {count} @ {address}: Modbus exception {response.exception_code}",
-                connection_broken=False,
+            overdue_s = time.monotonic() - started_s - self._timeout_s
+            late = overdue_s > self._timeout_s
+            note = (
+                f" (noticed {overdue_s * 1000:.0f} ms after its timeout: the edge ran late)" if late else ""
             )
+            raise DeviceError(f"{what}: {exc or type(exc).__name__}{note}", edge_late=late) from exc
+        if response.isError():
+            raise DeviceError(f"{what}: Modbus exception {response.exception_code}", connection_broken=False)
+        return response
+
+    async def read(self, address: int, count: int) -> list[int]:
+        what = f"read {count} @ {address}"
+        response = await self._request(
+            what, lambda c: c.read_holding_registers(address, count=count, device_id=UNIT_ID)
+        )
         registers = list(response.registers)
         if len(registers) != count:
-            raise DeviceError(f"read {count} @ {address}: got {len(registers)} registers")
+            raise DeviceError(f"{what}: got {len(registers)} registers")
         return registers
 
     async def write(self, address: int, values: Sequence[int]) -> None:
-        client = self._require_client()
-        try:
-            if len(values) == 1:
-                response = await client.write_register(address, values[0], device_id=UNIT_ID)
-            else:
-                response = await client.write_registers(address, list(values), device_id=UNIT_ID)
-        except (TimeoutError, ModbusException, OSError) as exc:
-            raise DeviceError(f"write {len(values)} @ {address}: {exc or type(exc).__name__}") from exc
-        if response.isError():
-            raise DeviceError(
-                f"write {len(values)} @ {address}: Modbus exception {response.exception_code}",
-                connection_broken=False,
-            )
+        what = f"write {len(values)} @ {address}"
+        if len(values) == 1:
+            await self._request(what, lambda c: c.write_register(address, values[0], device_id=UNIT_ID))
+        else:
+            await self._request(what, lambda c: c.write_registers(address, list(values), device_id=UNIT_ID))
 
     async def write_point(self, point: PointDef, raw: int) -> None:
         await self.write(point.address, encode_value(point, raw))

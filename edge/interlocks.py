@@ -148,34 +148,6 @@ def check_setpoint_readback(
     return None
 
 
-class CommWatchdog:
-    """Trips when no valid snapshot arrived for ``timeout_s`` (loop time)."""
-
-    def __init__(self, timeout_s: float, now_s: float) -> None:
-        self.timeout_s = timeout_s
-        self.last_valid_s = now_s
-        self.ever_valid = False
-
-    def valid(self, now_s: float) -> None:
-        self.last_valid_s = now_s
-        self.ever_valid = True
-
-    def restart(self, now_s: float) -> None:
-        self.last_valid_s = now_s
-
-    def age_s(self, now_s: float) -> float:
-        return now_s - self.last_valid_s
-
-    def check(self, now_s: float, why: str) -> Finding | None:
-        age_s = self.age_s(now_s)
-        if age_s > self.timeout_s:
-            return Finding(
-                Condition.COMM_LOSS,
-                f"no valid snapshot for {age_s * 1000:.0f} ms (limit {self.timeout_s * 1000:.0f} ms): {why}",
-            )
-        return None
-
-
 class FrozenDataDetector:
     """Trips when the device's own heartbeat (802 ``Hb``, +1 per second) stops changing.
 

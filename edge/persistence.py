@@ -5,6 +5,9 @@ transaction, so a ``kill -9`` at any moment leaves either the old or the new sta
 ``synchronous=NORMAL``: a commit does not wait for the disk (it would stall the control loop for an fsync);
 that is durable against the edge process dying, and on an OS crash or power loss the last commits may be
 lost (never corrupted) — the edge then starts in its fallback mode until the central re-pushes.
+
+The control loop never writes here itself: :class:`edge.store_worker.StoreWorker` owns the connection and
+does every write in its own thread, in order.
 """
 
 from __future__ import annotations
@@ -13,13 +16,15 @@ import json
 import sqlite3
 from dataclasses import dataclass
 from datetime import datetime
+from enum import StrEnum
 from pathlib import Path
 
 from edge.interlocks import Condition, Finding, Trip
+from edge.schedule_store import MAX_KEPT_SCHEDULES
 from shared.schedule import CabinetSchedule
 from shared.timeutil import format_utc, parse_utc
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: events.subject
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -41,11 +46,33 @@ CREATE TABLE IF NOT EXISTS events (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     at TEXT NOT NULL,
     kind TEXT NOT NULL,
-    message TEXT NOT NULL
+    message TEXT NOT NULL,
+    subject TEXT NOT NULL DEFAULT ''
 );
 """
 
 MAX_EVENTS_KEPT = 100_000
+
+
+class EventKind(StrEnum):
+    """What an event of the local log records. The value is stored; ``subject`` names what it is about."""
+
+    START = "start"  # the edge started
+    STOP = "stop"  # the edge stopped (the message says whether 0 W was written)
+    MODE = "mode"  # a mode change; subject: the new mode
+    SETPOINT = "setpoint"  # the first setpoint after start; subject: the mode it was written in
+    TRIP = "trip"  # an interlock latched; subject: its condition
+    TRIP_RESTORED = "trip_restored"  # latched before a restart, still latched; subject: the conditions
+    RESET = "reset"  # an operator reset the latch; subject: the cleared conditions
+    RESET_REFUSED = "reset_refused"  # a reset was refused (the message says why)
+    SCHEDULE = "schedule"  # a schedule was accepted; subject: its id
+    SCHEDULE_RESTORED = "schedule_restored"  # schedules restored at start; subject: the active one's id
+    SCHEDULE_REFUSED = "schedule_refused"  # a schedule was refused; subject: its id
+    COMM = "comm"  # a Modbus link was lost or (re)connected; subject: the link's name
+    COMM_LOSS_START = "comm_loss_start"  # a comm-loss hold started; subject: its cause
+    COMM_LOSS_END = "comm_loss_end"  # the hold ended, the edge resumed by itself; subject: its cause
+    LOOP_LATE = "loop_late"  # the control loop itself ran late (the process was not scheduled)
+    UNKNOWN = "unknown"  # read back: a kind this version does not know (the stored kind leads the message)
 
 
 @dataclass(frozen=True)
@@ -53,8 +80,9 @@ class Event:
     """One line of the local event log."""
 
     at: str  # UTC ISO 8601 with Z
-    kind: str  # "mode", "trip", "reset", "schedule", "refused", "comm", "start", "stop"
+    kind: EventKind
     message: str
+    subject: str = ""
 
 
 @dataclass(frozen=True)
@@ -64,20 +92,32 @@ class PersistedSchedule:
     sequence: int
 
 
+@dataclass(frozen=True)
+class RestoredState:
+    """What an edge restores at start."""
+
+    schedules: list[PersistedSchedule]
+    latch: list[Trip]
+
+
 class EdgeDatabase:
     """The SQLite file of one edge. Not thread-safe by itself: callers serialize access."""
 
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
-        # Used from the edge's loop thread and from callers of its API, always under the controller's lock.
+        # Opened by the caller, then used by the store worker's thread only.
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA busy_timeout=2000")
         self._db.executescript(_SCHEMA)
+        if "subject" not in _columns(self._db, "events"):  # a database of schema 1
+            with self._transaction():
+                self._db.execute("ALTER TABLE events ADD COLUMN subject TEXT NOT NULL DEFAULT ''")
+                self._db.execute("UPDATE events SET kind = 'schedule_refused' WHERE kind = 'refused'")
         self._db.execute(
-            "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
+            "INSERT OR REPLACE INTO meta(key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
         )
         self._events_since_trim = 0
 
@@ -86,7 +126,11 @@ class EdgeDatabase:
 
     # --------------------------------------------------------------------------------- schedules
 
-    def save_schedule(self, schedule: CabinetSchedule, accepted_at: datetime, sequence: int) -> None:
+    def save_schedule(
+        self, schedule: CabinetSchedule, accepted_at: datetime, sequence: int, keep: int = MAX_KEPT_SCHEDULES
+    ) -> list[str]:
+        """Store an accepted schedule and keep only the newest ``keep`` (by acceptance order), in one
+        transaction, the same cap as :class:`edge.schedule_store.ScheduleStore`; return the ids dropped."""
         with self._transaction():
             self._db.execute(
                 "INSERT OR REPLACE INTO schedules"
@@ -102,6 +146,20 @@ class EdgeDatabase:
                     format_utc(schedule.end),
                 ),
             )
+            return self._drop_all_but_newest(keep)
+
+    def prune_schedules(self, keep: int = MAX_KEPT_SCHEDULES) -> list[str]:
+        """Keep only the newest ``keep`` schedules (a database written before the cap was applied)."""
+        with self._transaction():
+            return self._drop_all_but_newest(keep)
+
+    def _drop_all_but_newest(self, keep: int) -> list[str]:
+        rows = self._db.execute(
+            "SELECT schedule_id FROM schedules ORDER BY sequence DESC LIMIT -1 OFFSET ?", (keep,)
+        ).fetchall()
+        dropped = [str(schedule_id) for (schedule_id,) in rows]
+        self._db.executemany("DELETE FROM schedules WHERE schedule_id = ?", [(i,) for i in dropped])
+        return dropped
 
     def delete_schedules(self, schedule_ids: list[str]) -> None:
         with self._transaction():
@@ -122,6 +180,12 @@ class EdgeDatabase:
             except (ValueError, TypeError):
                 continue
         return loaded
+
+    def load_state(self) -> RestoredState:
+        """The kept schedules (cut to the cap, for a database of a version that capped only in memory)
+        and the latched interlocks."""
+        self.prune_schedules()
+        return RestoredState(self.load_schedules(), self.load_latch())
 
     # --------------------------------------------------------------------------------- latch
 
@@ -148,10 +212,11 @@ class EdgeDatabase:
 
     # --------------------------------------------------------------------------------- events
 
-    def log_event(self, at: datetime, kind: str, message: str) -> None:
+    def log_event(self, at: datetime, kind: EventKind, message: str, subject: str = "") -> None:
         with self._transaction():
             self._db.execute(
-                "INSERT INTO events(at, kind, message) VALUES (?, ?, ?)", (format_utc(at), kind, message)
+                "INSERT INTO events(at, kind, message, subject) VALUES (?, ?, ?, ?)",
+                (format_utc(at), kind.value, message, subject),
             )
             self._events_since_trim += 1
             if self._events_since_trim >= 1000:
@@ -160,17 +225,9 @@ class EdgeDatabase:
                     "DELETE FROM events WHERE id <= (SELECT MAX(id) FROM events) - ?", (MAX_EVENTS_KEPT,)
                 )
 
-    def events(self, kind: str | None = None, limit: int = 1000) -> list[Event]:
+    def events(self, kind: EventKind | None = None, limit: int = 1000) -> list[Event]:
         """The newest ``limit`` events (optionally of one kind), oldest first."""
-        if kind is None:
-            rows = self._db.execute(
-                "SELECT at, kind, message FROM events ORDER BY id DESC LIMIT ?", (limit,)
-            ).fetchall()
-        else:
-            rows = self._db.execute(
-                "SELECT at, kind, message FROM events WHERE kind = ? ORDER BY id DESC LIMIT ?", (kind, limit)
-            ).fetchall()
-        return [Event(str(a), str(k), str(m)) for a, k, m in reversed(rows)]
+        return _select_events(self._db, kind, limit)
 
     def _transaction(self) -> _Transaction:
         return _Transaction(self._db)
@@ -187,10 +244,49 @@ class _Transaction:
         self._db.execute("COMMIT" if exc_type is None else "ROLLBACK")
 
 
-def read_events(path: Path, kind: str | None = None, limit: int = 1000) -> list[Event]:
-    """Read the event log of an edge database (also while the edge runs: WAL allows a reader)."""
-    db = EdgeDatabase(path)
+def read_events(path: Path, kind: EventKind | None = None, limit: int = 1000) -> list[Event]:
+    """Read the event log of an edge database, also while the edge runs (WAL allows a reader).
+
+    Never creates or migrates anything: a missing file raises ``FileNotFoundError``; a database of schema 1
+    reads with empty subjects. (A plain connection, not ``mode=ro``: a WAL left by a killed edge must be
+    recovered on open.)
+    """
+    if not path.is_file():
+        raise FileNotFoundError(f"no edge database at {path}")
+    db = sqlite3.connect(path, timeout=5.0)
     try:
-        return db.events(kind, limit)
+        return _select_events(db, kind, limit)
     finally:
         db.close()
+
+
+def _columns(db: sqlite3.Connection, table: str) -> set[str]:
+    return {str(row[1]) for row in db.execute(f"PRAGMA table_info({table})")}
+
+
+_SELECT_EVENTS = "SELECT at, kind, message, subject FROM events"
+_SELECT_EVENTS_SCHEMA_1 = "SELECT at, kind, message, '' FROM events"
+
+
+def _select_events(db: sqlite3.Connection, kind: EventKind | None, limit: int) -> list[Event]:
+    # The column list is one of two constants (schema 1 files have no subject), never caller data.
+    has_subject = "subject" in _columns(db, "events")
+    query = _SELECT_EVENTS if has_subject else _SELECT_EVENTS_SCHEMA_1
+    if kind is None:
+        rows = db.execute(query + " ORDER BY id DESC LIMIT ?", (limit,)).fetchall()
+    else:
+        rows = db.execute(query + " WHERE kind = ? ORDER BY id DESC LIMIT ?", (kind.value, limit)).fetchall()
+    return [_event(str(a), str(k), str(m), str(s)) for a, k, m, s in reversed(rows)]
+
+
+_SCHEMA_1_KINDS = {"refused": EventKind.SCHEDULE_REFUSED}  # renamed when the schema became 2
+
+
+def _event(at: str, kind: str, message: str, subject: str) -> Event:
+    known = _SCHEMA_1_KINDS.get(kind)
+    if known is not None:
+        return Event(at, known, message, subject)
+    try:
+        return Event(at, EventKind(kind), message, subject)
+    except ValueError:
+        return Event(at, EventKind.UNKNOWN, f"[{kind}] {message}", subject)

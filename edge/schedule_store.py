@@ -51,15 +51,18 @@ class ScheduleStore:
     def is_known(self, schedule: CabinetSchedule) -> bool:
         return any(stored.schedule == schedule for stored in self._stored)
 
-    def add(self, schedule: CabinetSchedule, accepted_at: datetime, sequence: int | None = None) -> None:
-        """Keep an accepted schedule (checked with :meth:`problem` first)."""
+    def add(self, schedule: CabinetSchedule, accepted_at: datetime, sequence: int | None = None) -> list[str]:
+        """Keep an accepted schedule (checked with :meth:`problem` first); return the ids of the oldest
+        ones dropped to stay within :data:`MAX_KEPT_SCHEDULES` (the database applies the same cap)."""
         seq = self._next_sequence if sequence is None else sequence
         self._next_sequence = max(self._next_sequence, seq + 1)
         self._stored = [s for s in self._stored if s.schedule.schedule_id != schedule.schedule_id]
         self._stored.append(StoredSchedule(schedule, accepted_at, seq))
         self._stored.sort(key=lambda s: s.sequence)
+        dropped: list[str] = []
         while len(self._stored) > MAX_KEPT_SCHEDULES:
-            self._stored.pop(0)
+            dropped.append(self._stored.pop(0).schedule.schedule_id)
+        return dropped
 
     def active(self, now: datetime) -> CabinetSchedule | None:
         """The schedule that decides at ``now``, or None (then the fallback mode runs)."""

@@ -8,10 +8,11 @@ ran past the next deadline is an overrun, and the missed deadlines are skipped (
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import selectors
 from collections import deque
-from collections.abc import Coroutine, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from dataclasses import asdict, dataclass
 from typing import Any, TypeVar
 
@@ -152,6 +153,79 @@ class CycleStats:
             self._cached_p99_ms = percentile(sorted(p * 1000.0 for p in self._periods), 0.99)
             self._cached_at_cycle = self.cycles
         return self._cached_p99_ms
+
+
+@dataclass(frozen=True)
+class LatePolicy:
+    """When the loop itself counts as not having run: it woke more than ``wake_late_s`` after a deadline,
+    or one cycle took longer than ``cycle_s`` (more than its requests can take)."""
+
+    wake_late_s: float
+    cycle_s: float
+
+
+class CycleLoop:
+    """Runs ``cycle(started_s)`` at drift-free deadlines until :meth:`stop`; records the timing.
+
+    ``on_late(what)`` is told when the loop did not run for long (this process was not scheduled);
+    ``on_error(exc)`` handles a cycle that raised (the loop goes on).
+    """
+
+    def __init__(
+        self,
+        stats: CycleStats,
+        late: LatePolicy,
+        on_late: Callable[[str], None],
+        on_error: Callable[[Exception], Awaitable[None]],
+    ) -> None:
+        self.stats = stats
+        self._late = late
+        self._on_late = on_late
+        self._on_error = on_error
+        self._stopping = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wake: asyncio.Future[None] | None = None
+
+    def stop(self) -> None:
+        """Ask the loop to end after the running cycle (any thread)."""
+        self._stopping = True
+        loop, wake = self._loop, self._wake
+        if loop is not None and wake is not None and not loop.is_closed():
+            with contextlib.suppress(RuntimeError):  # the loop ended meanwhile
+                loop.call_soon_threadsafe(_resolve, wake)
+
+    async def run(self, cycle: Callable[[float], Awaitable[None]]) -> None:
+        loop = asyncio.get_running_loop()
+        self._loop = loop
+        deadlines = DeadlineSchedule(self.stats.cycle_s, loop.time())
+        deadline_s = deadlines.deadline_s
+        while not self._stopping:
+            started_s = loop.time()
+            self.stats.cycle_started(started_s)
+            if started_s - deadline_s > self._late.wake_late_s:
+                self._on_late(
+                    f"control loop woke {(started_s - deadline_s) * 1000:.0f} ms after its deadline"
+                )
+            try:
+                await cycle(started_s)
+            except Exception as exc:  # a bug must not end the loop
+                await self._on_error(exc)
+            finished_s = loop.time()
+            if finished_s - started_s > self._late.cycle_s:
+                self._on_late(f"a control cycle took {(finished_s - started_s) * 1000:.0f} ms")
+            deadline_s, missed = deadlines.next_after(finished_s)
+            self.stats.cycle_finished(finished_s - started_s, missed)
+            if self._stopping:
+                break
+            self._wake = loop.create_future()
+            timer = loop.call_at(deadline_s, _resolve, self._wake)
+            await self._wake
+            timer.cancel()
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 def precise_event_loop() -> asyncio.AbstractEventLoop:

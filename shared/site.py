@@ -144,6 +144,9 @@ class EdgeSettings(_Strict):
     state_dir: str = "var/edge"  # SQLite per cabinet: STATE_DIR/CABINET_ID.sqlite3
     reconnect_min_s: float = Field(default=0.1, gt=0.0)  # first reconnect delay after a lost device
     reconnect_max_s: float = Field(default=5.0, gt=0.0)  # reconnect delay doubles up to this
+    comm_recovery_s: float = Field(default=3.0, ge=0.0)  # valid data this long ends a comm-loss hold
+    comm_flap_episodes: int = Field(default=5, ge=1)  # this many comm-loss episodes ...
+    comm_flap_window_s: float = Field(default=600.0, gt=0.0)  # ... within this window latch comm_loss
 
     @property
     def effective_comm_timeout_ms(self) -> float:

@@ -254,3 +254,16 @@ def test_a_child_that_dies_is_reported_with_its_last_log_line(tmp_path: Path) ->
     with pytest.raises(ChildFailedError, match="again exited unexpectedly"):
         supervisor.check_running(["again"])
     supervisor.stop_all()
+
+
+def test_time_compression_shortens_the_comm_loss_recovery_in_wall_time(tmp_path: Path) -> None:
+    import io
+
+    from lab.demo.progress import ProgressDisplay
+    from lab.demo.runner import COMM_RECOVERY_MAX_S, Demo
+
+    options = resolve_options(EXAMPLE_SITE, EXAMPLE_DAYAHEAD, None, 480.0, "normal", tmp_path / "out")
+    overrides = Demo(options, ProgressDisplay(io.StringIO()))._timing_overrides()["edge"]
+    assert options.site.edge.comm_recovery_s == 3.0  # the site's own (default) value ...
+    assert overrides["comm_recovery_s"] == COMM_RECOVERY_MAX_S == 0.5  # ... is 24 simulated minutes at 480x
+    assert overrides["revert_timeout_s"] == 480.0

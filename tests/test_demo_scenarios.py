@@ -136,7 +136,7 @@ def test_edge_restart(tmp_path: Path) -> None:
     others = [c for c in summary["modes"] if c != victim]
     assert all(modes(summary, c) == ["schedule"] for c in others)
     restored = [c for c in summary["checks"] if "restored its schedule from its local store" in c["name"]]
-    assert restored and restored[0]["passed"] and "restored schedule plan-" in restored[0]["detail"]
+    assert restored and restored[0]["passed"] and "active now: plan-" in restored[0]["detail"]
 
 
 def test_device_fault(tmp_path: Path) -> None:

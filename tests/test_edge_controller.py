@@ -15,7 +15,7 @@ from pymodbus.client import AsyncModbusTcpClient
 
 from edge.controller import EdgeController
 from edge.interlocks import Condition
-from edge.persistence import read_events
+from edge.persistence import EventKind, read_events
 from shared.clock import Clock, RealClock, SimulatedClock
 from shared.dayahead import DayAhead
 from shared.edge_api import EdgeMode
@@ -27,8 +27,10 @@ from tests.support import site_toml
 
 CYCLE_MS = 20.0
 # A comm timeout far above the 3-cycle default: a test process hosting simulators and edges on a busy
-# 2-core machine can stall for 100 ms; the comm-loss interlock itself is tested with its own timeout.
+# 2-core machine can stall for 100 ms; and a short recovery, so a hold that such a stall still causes ends
+# quickly. The comm-loss policy itself is tested in test_edge_comm_loss.py.
 COMM_TIMEOUT_MS = 300.0
+COMM_RECOVERY_S = 0.3
 
 
 def edge_settings(cycle_ms: float = CYCLE_MS) -> str:
@@ -36,6 +38,7 @@ def edge_settings(cycle_ms: float = CYCLE_MS) -> str:
 [edge]
 cycle_ms = {cycle_ms}
 comm_timeout_ms = {COMM_TIMEOUT_MS}
+comm_recovery_s = {COMM_RECOVERY_S}
 modbus_timeout_ms = 25.0
 frozen_data_timeout_s = 1.5
 revert_timeout_s = 1.0
@@ -215,8 +218,12 @@ async def test_refused_schedules_leave_the_active_one_unchanged(tmp_path: Path) 
         await asyncio.sleep(0.1)
         assert r.edge.telemetry().schedule_id == "good"
         assert r.wset_kw() == pytest.approx(40.0)
-        refused = read_events(r.edge.database_path, "refused")
-        assert len(refused) == len(bad)
+        await wait_for(
+            lambda: len(read_events(r.edge.database_path, EventKind.SCHEDULE_REFUSED)) == len(bad),
+            what="every refusal in the event log",
+        )
+        subjects = {e.subject for e in read_events(r.edge.database_path, EventKind.SCHEDULE_REFUSED)}
+        assert subjects == {s.schedule_id for s in bad.values()}
 
 
 # ------------------------------------------------------------------------------------------ interlocks
@@ -275,8 +282,15 @@ async def test_interlock_trips_within_two_cycles_stays_latched_and_resets(
         assert r.edge.reset_interlock().accepted
         await running(r, 40.0)
         assert r.sim.cabinet("cab-1").state.state == "CONNECTED"
-        kinds = [e.kind for e in read_events(r.edge.database_path)]
-        assert "trip" in kinds and "reset" in kinds
+        await wait_for(
+            lambda: (
+                {EventKind.TRIP, EventKind.RESET_REFUSED, EventKind.RESET}
+                <= {e.kind for e in read_events(r.edge.database_path)}
+            ),
+            what="trip, refused reset and reset in the event log",
+        )
+        [trip] = read_events(r.edge.database_path, EventKind.TRIP)
+        assert trip.subject == condition.value
 
 
 async def test_soc_outside_hard_limits_trips_before_any_setpoint(tmp_path: Path) -> None:
@@ -326,45 +340,6 @@ async def test_setpoint_read_back_mismatch_trips(tmp_path: Path) -> None:
         await wait_for(lambda: r.wset_kw() == 0.0, what="0 W")
 
 
-async def test_communication_loss_and_return(tmp_path: Path) -> None:
-    async with rig(tmp_path) as r:
-        assert r.edge.submit_schedule(schedule_now(r.clock, [30.0, 30.0])).accepted
-        await running(r, 30.0)
-        connections = r.edge.cabinet.link.connections
-        cycles_before = r.edge.timing.cycles
-        lost_at = time.monotonic()
-        r.sim.cabinet("cab-1").faults.no_response()
-        await wait_for(lambda: r.edge.mode is EdgeMode.TRIPPED, timeout_s=2.0, what="comm-loss trip")
-        assert [t.finding.condition for t in r.edge.latched] == [Condition.COMM_LOSS]
-        await asyncio.sleep(1.0)
-        # The loop kept its pace while the link was down (reconnecting runs beside it).
-        elapsed_s = time.monotonic() - lost_at
-        assert r.edge.timing.cycles - cycles_before >= 0.5 * elapsed_s / (CYCLE_MS / 1000.0)
-        # The device went safe by itself: setpoint revert after revert_timeout_s.
-        assert r.sim.cabinet("cab-1").state.reverted
-        assert not r.edge.reset_interlock().accepted  # no fresh data yet
-        r.sim.cabinet("cab-1").faults.clear_all()
-        await wait_for(lambda: r.edge.cabinet.link.connections > connections, what="reconnect")
-        # Back, but still latched: 0 W and DISCONNECT re-sent to the device until a reset.
-        await wait_for(lambda: r.sim.cabinet("cab-1").state.state == "DISCONNECTED", what="disconnect")
-        assert r.edge.mode is EdgeMode.TRIPPED and r.wset_kw() == 0.0
-        await wait_for(lambda: r.edge.reset_interlock().accepted, what="reset accepted")
-        await running(r, 30.0)
-        kinds = [(e.kind, e.message) for e in read_events(r.edge.database_path, "comm")]
-        assert any("lost" in m for _, m in kinds) and any("connected" in m for _, m in kinds)
-
-
-async def test_meter_loss_trips_too(tmp_path: Path) -> None:
-    async with rig(tmp_path) as r:
-        assert r.edge.submit_schedule(schedule_now(r.clock, [10.0, 10.0])).accepted
-        await running(r, 10.0)
-        r.sim.meter.faults.modbus_exception(4)
-        await wait_for(lambda: r.edge.mode is EdgeMode.TRIPPED, timeout_s=2.0, what="trip")
-        [trip] = r.edge.latched
-        assert trip.finding.condition is Condition.COMM_LOSS and "meter" in trip.finding.detail
-        await wait_for(lambda: r.wset_kw() == 0.0, what="0 W")
-
-
 # ------------------------------------------------------------------------------------------ fallback
 
 
@@ -394,8 +369,13 @@ async def test_fallback_when_the_schedule_expires(
             timeout_s=3.0,
             what=f"grid at {expected_grid_kw} kW in {mode}",
         )
-        modes = [e.message for e in read_events(r.edge.database_path, "mode")]
-        assert any("schedule -> fallback" in m and mode in m for m in modes)
+        await wait_for(
+            lambda: any(
+                e.subject == "fallback" and "schedule -> fallback" in e.message and mode in e.message
+                for e in read_events(r.edge.database_path, EventKind.MODE)
+            ),
+            what="the mode change in the event log",
+        )
 
 
 # ------------------------------------------------------------------------------------------ PoC limits
@@ -413,8 +393,10 @@ async def test_poc_limits_held_with_three_cabinets_sharing_one_meter(tmp_path: P
     ) as r:
         peak_import = peak_export = 0.0
 
-        async def watch_until(target_kw: float, timeout_s: float = 10.0) -> None:
-            """Track the peaks until the grid settles at ``target_kw`` (the PCS responds with a lag)."""
+        async def watch_until(target_kw: float, timeout_s: float = 30.0) -> None:
+            """Track the peaks until the grid settles at ``target_kw`` (the PCS responds with a lag; on a
+            busy machine the test's own simulators answer late and the edges hold meanwhile). The peaks
+            are checked all along."""
             nonlocal peak_import, peak_export
             end = time.monotonic() + timeout_s
             settled_since: float | None = None

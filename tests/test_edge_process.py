@@ -10,12 +10,16 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
+
 from edge.controller import EdgeController
-from edge.persistence import read_events
+from edge.persistence import EdgeDatabase, EventKind, read_events
 from shared.clock import RealClock
 from shared.edge_api import EdgeMode
+from shared.schedule import CabinetSchedule
 from shared.site import SiteConfig
 from simulators import SiteSimulator
 from tests.support import write_site
@@ -98,12 +102,14 @@ async def test_restart_after_kill_9_restores_the_schedule_before_the_first_setpo
         values_kw = [raw * 10.0**sf / 1000.0 for raw in restarted]
         # Ramping from 0 W towards the schedule's 35 kW; the fallback (self-consumption, 50 kW) never ran.
         assert values_kw[0] > 0.0 and max(values_kw[:-1]) <= 35.0
-        events = [(e.kind, e.message) for e in read_events(state_dir / "cab-1.sqlite3")]
-        restored = [i for i, (k, m) in enumerate(events) if k == "schedule" and "restored" in m]
-        first_writes = [i for i, (k, m) in enumerate(events) if k == "setpoint"]
+        events = read_events(state_dir / "cab-1.sqlite3")
+        restored = [i for i, e in enumerate(events) if e.kind is EventKind.SCHEDULE_RESTORED]
+        first_writes = [i for i, e in enumerate(events) if e.kind is EventKind.SETPOINT]
         assert restored and len(first_writes) == 2  # one per edge run
         assert restored[-1] < first_writes[-1]
-        assert "mode schedule (schedule persisted)" in events[first_writes[-1]][1]
+        assert events[restored[-1]].subject == "persisted"
+        assert events[first_writes[-1]].subject == "schedule"
+        assert "mode schedule (schedule persisted)" in events[first_writes[-1]].message
 
 
 async def test_ems_edge_stops_on_ctrl_c_writing_0_w_first(tmp_path: Path) -> None:
@@ -136,7 +142,7 @@ async def test_ems_edge_stops_on_ctrl_c_writing_0_w_first(tmp_path: Path) -> Non
         assert cabinet.state.setpoint_kw == 0.0
         log = stderr.decode()
         assert "mode starting -> fallback (self_consumption)" in log and "stopping (writing 0 W)" in log
-        [stop] = read_events(state_dir / "cab-1.sqlite3", "stop")
+        [stop] = read_events(state_dir / "cab-1.sqlite3", EventKind.STOP)
         assert "0 W written" in stop.message
 
 
@@ -178,7 +184,91 @@ def test_bench_edge_reports_timing_and_reaction(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout.strip().splitlines()[-1])
-    assert report["cycles"] >= 100 and report["cycle_ms"] == 20.0
+    # 150 cycles at best; a busy machine skips deadlines (overruns), and the bench must still report.
+    assert report["cycles"] >= 50 and report["cycle_ms"] == 20.0
     assert report["period_p50_ms"] > 15.0
-    assert report["injections"] >= 5 and report["reactions_missed"] == 0
+    # One injection every 0.2-0.4 s plus its reset and the ramp back: about 6 in 3 s, fewer when busy.
+    assert report["injections"] >= 3 and report["reactions_missed"] == 0
     assert 0.0 < report["interlock_reaction_p50_ms"] <= report["interlock_reaction_p99_ms"]
+
+
+# The device's own protections act within the stall: WSet reverts after 1 s, the heartbeat watchdog after 1 s.
+STALL_SETTINGS = "comm_recovery_s = 0.5\n[sim]\nheartbeat_timeout_s = 1.0\n"
+
+
+def _seed_schedule(state_dir: Path, setpoint_kw: float) -> None:
+    """Put an accepted schedule in the edge's database: the edge restores and runs it at start."""
+    now = datetime.now(UTC).replace(microsecond=0)
+    db = EdgeDatabase(state_dir / "cab-1.sqlite3")
+    try:
+        db.save_schedule(CabinetSchedule("stall", now, 600, (setpoint_kw,)), now, 1)
+    finally:
+        db.close()
+
+
+@pytest.mark.parametrize("fault_meanwhile", [False, True], ids=["stall", "stall-with-over-temperature"])
+async def test_a_stalled_edge_process_resumes_by_itself_but_a_fault_meanwhile_latches(
+    tmp_path: Path, fault_meanwhile: bool
+) -> None:
+    site_path, site = _site(tmp_path, STALL_SETTINGS)
+    state_dir = tmp_path / "state"
+    database = state_dir / "cab-1.sqlite3"
+    _seed_schedule(state_dir, 35.0)
+    async with SiteSimulator(site, RealClock(), profile=flat_profile(50.0)) as sim:
+        cabinet = sim.cabinet("cab-1")
+        with (tmp_path / "edge.log").open("wb") as log_file:
+            process = await asyncio.create_subprocess_exec(
+                *EMS,
+                "edge",
+                "--site",
+                str(site_path),
+                "--cabinet",
+                "cab-1",
+                "--no-opcua",
+                "--state-dir",
+                str(state_dir),
+                stderr=log_file,
+            )
+        try:
+            await _wait_for(
+                lambda: cabinet.state.setpoint_kw == 35.0, timeout_s=30.0, what="schedule running"
+            )
+            process.send_signal(signal.SIGSTOP)
+            stopped_at = time.monotonic()
+            if fault_meanwhile:
+                cabinet.faults.over_temperature(58.0)
+            # Safe meanwhile, by the device's own protections: 0 W and standby.
+            await _wait_for(
+                lambda: cabinet.state.reverted and cabinet.state.standby,
+                timeout_s=5.0,
+                what="device-side safety",
+            )
+            assert cabinet.state.target_kw == 0.0
+            await asyncio.sleep(max(0.0, 1.0 - (time.monotonic() - stopped_at)))
+            process.send_signal(signal.SIGCONT)
+            if fault_meanwhile:
+                await _wait_for(
+                    lambda: any(
+                        e.subject == "over_temperature" for e in read_events(database, EventKind.TRIP)
+                    ),
+                    what="over-temperature trip after the stall",
+                )
+                cabinet.faults.clear_all()
+                await asyncio.sleep(1.5)  # three times comm_recovery_s: a latched trip stays
+                assert cabinet.state.setpoint_kw == 0.0 and cabinet.state.state == "DISCONNECTED"
+                assert read_events(database, EventKind.MODE)[-1].subject == "tripped"
+            else:
+                await _wait_for(
+                    lambda: cabinet.state.setpoint_kw == 35.0 and not cabinet.state.standby,
+                    what="back in schedule mode after the stall",
+                )
+                await asyncio.sleep(0.5)
+                events = read_events(database)
+                assert not [e for e in events if e.kind in (EventKind.TRIP, EventKind.RESET)]
+                assert [e.subject for e in events if e.kind is EventKind.MODE][-1] == "schedule"
+                assert EventKind.LOOP_LATE in {e.kind for e in events}  # the stall is told apart
+        finally:
+            if process.returncode is None:
+                process.send_signal(signal.SIGCONT)
+                process.terminate()
+                await asyncio.wait_for(process.wait(), 15.0)

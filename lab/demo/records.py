@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from edge.persistence import Event
+
 OFFLINE = "offline"  # mode shown for an edge that does not answer (process down or not up yet)
 
 
@@ -18,7 +20,7 @@ class CabinetSample:
     mode: str  # edge mode (schedule, fallback, tripped, starting) or OFFLINE
     schedule_id: str  # the edge's active schedule ("" when none or offline)
     setpoint_kw: float | None  # what the edge last wrote to the device, + discharge
-    interlock_reason: str  # "" when no interlock is latched
+    interlock_reason: str  # "" when no interlock is latched and no comm-loss hold runs
     charged_ac_kwh: float | None = None  # the device's AC energy counters since the simulator started
     discharged_ac_kwh: float | None = None
 
@@ -64,15 +66,6 @@ class FaultReaction:
         return None if self.reaction_ms is None else self.reaction_ms / self.cycle_ms
 
 
-@dataclass(frozen=True)
-class EdgeLogEvent:
-    """One line of an edge's local event log (its SQLite ``events`` table)."""
-
-    at: str  # UTC ISO 8601 with Z
-    kind: str
-    message: str
-
-
 @dataclass
 class PushCounts:
     """Outcomes of the central's schedule pushes to one cabinet."""
@@ -93,6 +86,6 @@ class RunRecord:
     events: list[TimelineEvent] = field(default_factory=list)
     fault_reactions: list[FaultReaction] = field(default_factory=list)
     pushes: dict[str, PushCounts] = field(default_factory=dict)
-    edge_logs: dict[str, list[EdgeLogEvent]] = field(default_factory=dict)
+    edge_logs: dict[str, list[Event]] = field(default_factory=dict)  # each edge's local event log
     wall_time_s: float = 0.0
     startup_wall_s: float = 0.0

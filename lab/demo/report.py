@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from edge.persistence import EventKind
 from lab.demo.costs import evaluate_costs, interval_averages, plan_intervals
 from lab.demo.records import RunRecord, Sample
 from shared.dayahead import DayAhead
@@ -220,14 +221,14 @@ def build_summary(inputs: ReportInputs, checks: Sequence[Mapping[str, Any]]) -> 
                 "cycle_ms": reaction.cycle_ms,
                 "poll_period_ms": reaction.poll_period_ms,
                 "edge_log": [
-                    {"at": e.at, "kind": e.kind, "message": e.message}
+                    {"at": e.at, "kind": e.kind.value, "message": e.message}
                     for e in record.edge_logs.get(reaction.cabinet_id, [])
-                    if e.kind in ("trip", "reset")
+                    if e.kind in (EventKind.TRIP, EventKind.RESET)
                 ],
             }
         )
     logged_trips = {
-        cabinet_id: [{"at": e.at, "message": e.message} for e in events if e.kind == "trip"]
+        cabinet_id: [{"at": e.at, "message": e.message} for e in events if e.kind is EventKind.TRIP]
         for cabinet_id, events in record.edge_logs.items()
     }
     passed = all(bool(check["passed"]) for check in checks)

@@ -23,6 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from edge.persistence import EventKind
 from lab.demo import statefiles
 from lab.demo.central_client import CentralError
 from lab.demo.checks import (
@@ -55,6 +56,7 @@ from lab.demo.sim_client import SimControlError
 from lab.demo.sitecopy import DemoPaths, PortPicker, rewrite_site
 from shared.clock import SimulatedClock
 from shared.dayahead import DayAhead
+from shared.edge_api import EdgeMode
 from shared.opcua.pki import pki_layout, users_path
 from shared.plan import Plan
 from shared.site import SiteConfig
@@ -67,6 +69,7 @@ STARTUP_LEAD_PER_PROCESS_S = 2.0
 CERTS_TIMEOUT_S = 120.0
 DEVICE_WATCHDOG_WALL_S = 1.0  # device-side revert and heartbeat timeouts, in wall seconds
 OPCUA_RECONNECT_MAX_S = 1.0  # the central's reconnect backoff cap, in wall seconds
+COMM_RECOVERY_MAX_S = 0.5  # an edge's wait for valid data after a comm-loss hold, in wall seconds
 NORMAL_MIN_SCHEDULE_SHARE = 0.9
 
 
@@ -182,7 +185,10 @@ class Demo:
         if heartbeat_s is None:
             heartbeat_s = site.edge.heartbeat_timeout_s
         return {
-            "edge": {"revert_timeout_s": max(site.edge.revert_timeout_s, watchdog_s)},
+            "edge": {
+                "revert_timeout_s": max(site.edge.revert_timeout_s, watchdog_s),
+                "comm_recovery_s": min(site.edge.comm_recovery_s, COMM_RECOVERY_MAX_S),
+            },
             # 0 switches the device's heartbeat watchdog off: keep that choice.
             "sim": {"heartbeat_timeout_s": heartbeat_s if heartbeat_s == 0 else max(heartbeat_s, watchdog_s)},
             "opcua": {
@@ -295,16 +301,16 @@ def restored_from_store(record: RunRecord, cabinet_id: str | None) -> tuple[str 
     if cabinet_id is None:
         return None, ""
     events = record.edge_logs.get(cabinet_id, [])
-    starts = [i for i, e in enumerate(events) if e.kind == "start"]
+    starts = [i for i, e in enumerate(events) if e.kind is EventKind.START]
     if len(starts) < 2:
         return None, "the edge's event log does not show a restart"
     tail = events[starts[-2] + 1 :]
-    prefix = "restored schedule "
-    restored = next((e for e in tail if e.kind == "schedule" and e.message.startswith(prefix)), None)
+    restored = next((e for e in tail if e.kind is EventKind.SCHEDULE_RESTORED and e.subject), None)
     if restored is None:
-        return None, "the edge's event log has no 'restored schedule' entry after its restart"
-    schedule_id = restored.message.removeprefix(prefix).split(":", 1)[0]
+        return None, "the edge's event log shows no schedule restored (and active) after its restart"
     after = tail[tail.index(restored) + 1 :]
-    first_run = next((e for e in after if e.kind == "mode" and "-> schedule" in e.message), None)
+    first_run = next(
+        (e for e in after if e.kind is EventKind.MODE and e.subject == EdgeMode.SCHEDULE.value), None
+    )
     ran = f"; then {first_run.at}: {first_run.message}" if first_run is not None else ""
-    return schedule_id, f"edge event log {restored.at}: {restored.message}{ran}"
+    return restored.subject, f"edge event log {restored.at}: {restored.message}{ran}"

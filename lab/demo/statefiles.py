@@ -1,7 +1,8 @@
 """Reading what the edges and the central left in their SQLite files (queries only, after they stopped).
 
-The edge's event log (``STATE_DIR/CABINET_ID.sqlite3``, table ``events``: docs/edge.md) holds its trips,
-resets, mode changes and restored schedules; the central's database (``[central] database_path``, table
+The edge's event log (``STATE_DIR/CABINET_ID.sqlite3``: docs/edge.md) holds its trips, resets, mode
+changes and restored schedules, read with the edge's own reader (kinds and subjects, never message text);
+the central's database (``[central] database_path``, table
 ``push_outcomes``: docs/central.md) every push outcome, across restarts.
 """
 
@@ -12,7 +13,8 @@ import sqlite3
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from lab.demo.records import EdgeLogEvent, PushCounts
+from edge.persistence import MAX_EVENTS_KEPT, Event, read_events
+from lab.demo.records import PushCounts
 
 
 @contextlib.contextmanager
@@ -25,17 +27,12 @@ def _read_only(path: Path) -> Iterator[sqlite3.Connection]:
         connection.close()
 
 
-def edge_events(state_dir: Path, cabinet_id: str) -> list[EdgeLogEvent]:
+def edge_events(state_dir: Path, cabinet_id: str) -> list[Event]:
     """An edge's event log in order; empty when its file is missing or unreadable."""
-    path = state_dir / f"{cabinet_id}.sqlite3"
-    if not path.is_file():
-        return []
     try:
-        with _read_only(path) as db:
-            rows = db.execute("SELECT at, kind, message FROM events ORDER BY id").fetchall()
-    except sqlite3.Error:
+        return read_events(state_dir / f"{cabinet_id}.sqlite3", limit=MAX_EVENTS_KEPT)
+    except (OSError, sqlite3.Error):
         return []
-    return [EdgeLogEvent(str(at), str(kind), str(message)) for at, kind, message in rows]
 
 
 def push_counts(database: Path, cabinet_ids: Sequence[str]) -> dict[str, PushCounts]:
