@@ -264,7 +264,14 @@ class CabinetSimulator:
         if deadline is not None and t >= deadline:
             self._standby = True
 
+    def set_soc_pct(self, soc_pct: float) -> None:
+        """Jump the state of charge to ``soc_pct`` now (the ``set_soc`` control request)."""
+        self.step(self._clock.time_s())
+        self.physics.set_soc_pct(soc_pct)
+        self._image_stale = True
+
     def _fault_changed(self, fault: FaultName, active: bool) -> None:
+        self.physics.limit_factor = self.faults.limit_factor
         if fault is FaultName.FREEZE and active:
             # Freeze the values of this moment, not those of the last read.
             self.step(self._clock.time_s())
