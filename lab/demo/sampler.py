@@ -79,16 +79,29 @@ async def inject_and_probe(
     sim: SimControlClient, clock: Clock, cabinet_id: str, temperature_degc: float, cycle_ms: float
 ) -> FaultReaction:
     """Inject an over-temperature on ``cabinet_id`` and time the interlock's reaction at the device."""
+    return await inject_fault_and_probe(sim, clock, cabinet_id, "over_temperature", temperature_degc, cycle_ms)
+
+
+async def inject_fault_and_probe(
+    sim: SimControlClient,
+    clock: Clock,
+    cabinet_id: str,
+    fault: str,
+    value: float | str | None,
+    cycle_ms: float,
+    timeout_s: float = PROBE_TIMEOUT_S,
+) -> FaultReaction:
+    """Inject simulator fault ``fault`` on ``cabinet_id`` and time the edge's safe state at the device."""
     try:
         before = (await sim.truth()).cabinets.get(cabinet_id)
     except SimControlError:
         before = None
     injected_at_s = clock.time_s()
     started = time.perf_counter()
-    await sim.set_fault(cabinet_id, "over_temperature", temperature_degc)
+    await sim.set_fault(cabinet_id, fault, value)
     reaction_ms: float | None = None
     zero_power_ms: float | None = None
-    deadline = started + PROBE_TIMEOUT_S
+    deadline = started + timeout_s
     while time.perf_counter() < deadline and (reaction_ms is None or zero_power_ms is None):
         try:
             now = (await sim.truth()).cabinets[cabinet_id]

@@ -135,6 +135,7 @@ class SoakRecord:
     spans: list[ProcessSpan] = field(default_factory=list)
     holds: list[PlanInfo] = field(default_factory=list)  # the campaign's own 0 kW schedules before the start
     leftover_processes: list[str] = field(default_factory=list)  # children still alive after the stop
+    crashes: list[str] = field(default_factory=list)  # children that exited without being killed
     kills: int = 0
     wall_time_s: float = 0.0
     startup_wall_s: float = 0.0
