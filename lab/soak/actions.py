@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 from lab.demo.central_client import CentralError
 from lab.demo.sampler import inject_fault_and_probe
 from lab.demo.sim_client import SimControlError
+from lab.faultproxy import FaultProxy
 from lab.soak.dayaheads import day_dayahead, repriced
 from lab.soak.monitor import integrity_check
 from lab.soak.records import FaultRun, IntegrityCheck, UploadAttempt
@@ -17,6 +18,7 @@ from lab.soak.schedule import (
     DEVICE_COMM_FAULTS,
     LINK_FAULTS,
     FaultKind,
+    FaultSpec,
 )
 
 if TYPE_CHECKING:
@@ -68,13 +70,17 @@ async def end_fault(live: Live, run: FaultRun) -> None:
         await live.sim.clear_fault(target, fault)
         run.note(f"simulator: {fault} cleared on {target}")
     elif kind in LINK_FAULTS:
-        live.links[target].heal()
+        live.links.act(target, lambda proxy: proxy.heal())
         run.note(f"link {target} healed")
 
 
 def _link_fault(live: Live, run: FaultRun) -> None:
     spec = run.spec
-    proxy = live.links[spec.target]
+    run.note(f"link {spec.target}: " + live.links.act(spec.target, lambda proxy: _impair(proxy, spec)))
+
+
+def _impair(proxy: FaultProxy, spec: FaultSpec) -> str:
+    """Apply ``spec`` to ``proxy`` (in the proxies' thread); what the link does now."""
     kind = spec.kind
     if kind is FaultKind.LINK_LATENCY:
         proxy.set_latency(float(spec.value or 0.0))
@@ -85,10 +91,8 @@ def _link_fault(live: Live, run: FaultRun) -> None:
     elif kind is FaultKind.LINK_PARTITION:
         proxy.partition()
     elif kind is FaultKind.LINK_RESET:
-        count = proxy.reset_connections()
-        run.note(f"link {spec.target}: {count} connection(s) reset")
-        return
-    run.note(f"link {spec.target}: {proxy.describe()}")
+        return f"{proxy.reset_connections()} connection(s) reset"
+    return proxy.describe()
 
 
 def edge_cannot_act(live: Live, cabinet_id: str) -> str:
@@ -190,8 +194,8 @@ async def check_database(live: Live, process: str, path_text: str) -> None:
 
 async def clear_everything(live: Live) -> None:
     """Clear every simulator fault and heal every link (the campaign's end, or its failure)."""
-    for proxy in live.links.values():
-        proxy.heal()
+    for name in live.links.names:
+        live.links.act(name, lambda proxy: proxy.heal())
     for device in [*live.site.cabinet_ids, "meter"]:
         try:
             await live.sim.clear_fault(device, "all")

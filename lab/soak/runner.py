@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import os
+import sys
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
@@ -25,8 +27,8 @@ from lab.demo.progress import ProgressDisplay
 from lab.demo.sampler import Sampler
 from lab.demo.sim_client import SimControlClient
 from lab.demo.sitecopy import DemoPaths
-from lab.faultproxy import FaultProxy
 from lab.soak import actions, invariants
+from lab.soak.links import ProxyThread
 from lab.soak.monitor import read_central_state, sample_resources
 from lab.soak.records import FaultRun, OperatorReset, PlanInfo, ProcessSpan, SoakRecord
 from lab.soak.schedule import CampaignSchedule
@@ -34,13 +36,16 @@ from lab.soak.sites import SiteViews
 from shared.clock import SimulatedClock
 from shared.dayahead import DayAhead
 from shared.opcua.pki import PkiLayout
-from shared.site import SiteConfig, parse_host_port
+from shared.site import SiteConfig
 
 READY_TIMEOUT_S = 60.0
 RESOURCES_EVERY_WALL_S = 10.0
 CHECKS_EVERY_WALL_S = 30.0
 RESET_EVERY_WALL_S = 1.0  # the operator retries a refused reset this often per cabinet
 RESTART_READY_TIMEOUT_S = 30.0
+SETTLE_TIMEOUT_WALL_S = 20.0
+START_MARGIN_S = 60.0
+QUARTER_HOUR_S = 900.0
 
 
 class CampaignFailedError(RuntimeError):
@@ -80,7 +85,7 @@ class Live:
         self.stopping = False
         self.sim = SimControlClient(setup.views.sim.sim.control_address)
         self.central = CentralClient(f"http://{setup.views.central.central.http_address}", setup.api_token)
-        self.links: dict[str, FaultProxy] = {}
+        self.links = ProxyThread(setup.views.links)
         self.expected: list[str] = []
         self._started_at: dict[str, float] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -94,6 +99,7 @@ class Live:
     # ----------------------------------------------------------------------------------- top level
 
     async def run(self) -> None:
+        sys.setswitchinterval(0.001)  # the proxies' thread gets the interpreter within a millisecond
         try:
             await self._start_links()
             await self._run()
@@ -108,15 +114,10 @@ class Live:
             await self.central.aclose()
 
     async def stop_links(self) -> None:
-        for proxy in self.links.values():
-            await proxy.stop()
+        await asyncio.to_thread(self.links.stop)
 
     async def _start_links(self) -> None:
-        for link in self.setup.views.links:
-            host, port = parse_host_port(link.upstream)
-            proxy = FaultProxy(link.name, host, port, listen_port=link.listen_port)
-            await proxy.start()
-            self.links[link.name] = proxy
+        await asyncio.to_thread(self.links.start)
 
     async def _run(self) -> None:
         views = self.setup.views
@@ -150,7 +151,28 @@ class Live:
                     PlanInfo(-1, plan_id, "", "hold", 0.0, self.campaign_start_s, 60.0, 0.0)
                 )
 
+    async def _settle(self) -> None:
+        """Start the campaign on the next quarter hour once everything runs, without a trip left over from
+        the start-up (an edge that saw its device late trips comm_loss; the operator resets it)."""
+        deadline = time.monotonic() + SETTLE_TIMEOUT_WALL_S
+        while time.monotonic() < deadline:
+            tripped = [c for c in self.site.cabinet_ids if _mode(self.observer, c) in ("tripped", None)]
+            if not tripped:
+                break
+            for cabinet_id in tripped:
+                if _mode(self.observer, cabinet_id) == "tripped":
+                    accepted, message = await self._reset(cabinet_id)
+                    self.record.resets.append(
+                        OperatorReset(self.clock.time_s(), cabinet_id, accepted, message)
+                    )
+            await asyncio.sleep(0.5)
+        earliest = self.clock.time_s() + START_MARGIN_S
+        if earliest > self.campaign_start_s:
+            self.campaign_start_s = math.ceil(earliest / QUARTER_HOUR_S) * QUARTER_HOUR_S
+            self.end_s = self.campaign_start_s + self.setup.schedule.days * 86_400.0
+
     async def _run_days(self) -> None:
+        await self._settle()
         wait_s = (self.campaign_start_s - self.clock.time_s()) / self.clock.speed
         self.display.message(
             f"all processes up after {self.record.startup_wall_s:.1f} s"
@@ -394,6 +416,11 @@ class Live:
             if not result.passed and result.name not in self._reported:
                 self._reported.add(result.name)
                 self.display.message(f"VIOLATION {result.name}: {result.detail}")
+
+
+def _mode(observer: EdgeObserver, cabinet_id: str) -> str | None:
+    telemetry = observer.telemetry(cabinet_id)
+    return None if telemetry is None else telemetry.mode.value
 
 
 def _first_upload() -> Any:
