@@ -19,10 +19,11 @@ def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "soak",
         help="run a seeded fault campaign: kills, device faults, link faults and uploads over simulated days",
-        description="Run a seeded random fault campaign against the real processes (ems sim, one ems edge per "
-        "cabinet, ems central) on free loopback ports, with a fault proxy on every OPC UA and Modbus link, "
-        "checking the system's invariants the whole time. Writes summary.json, faults.json, timeline.png and, "
-        "when an invariant fails, replay.json into --out. Exit status: 0 every invariant held; 1 one failed "
+        description="Run a seeded random fault campaign against the real processes (ems sim, one ems edge "
+        "per cabinet, ems central) on free loopback ports, with a fault proxy on every OPC UA and Modbus "
+        "link, checking the system's invariants the whole time. Writes summary.json, faults.json, "
+        "timeline.png and, when an invariant fails, replay.json into --out. Exit status: 0 every invariant "
+        "held; 1 one failed "
         "or the run failed; 2 bad arguments; 130 stopped by Ctrl-C or SIGTERM. See docs/soak.md.",
     )
     parser.add_argument(
@@ -35,7 +36,7 @@ def register(subparsers: Any) -> None:
         "--speed",
         type=float,
         default=None,
-        help=f"simulated seconds per wall second, 1-{MAX_SPEED:g} (default {DEFAULT_SPEED:g}, or the replay file's)",
+        help=f"simulated s per wall s, 1-{MAX_SPEED:g} (default {DEFAULT_SPEED:g}, or the replay's)",
     )
     parser.add_argument(
         "--out", type=Path, default=DEFAULT_OUT, help=f"output directory (default: {DEFAULT_OUT})"
@@ -48,7 +49,7 @@ def register(subparsers: Any) -> None:
         dest="replay_from",
         type=Path,
         default=None,
-        help="run the faults of a faults.json or replay.json again (its seed and days) instead of drawing them",
+        help="run the faults of a faults.json or replay.json again (its seed and days) instead of new ones",
     )
     parser.add_argument("--site", type=Path, default=None, help="site file (default: examples/site.toml)")
     parser.add_argument(
