@@ -421,7 +421,7 @@ def generate_schedule(seed: int, days: float, cabinet_ids: Sequence[str]) -> Cam
         wanted = max(1, math.ceil(rng.randint(*FAULTS_PER_DAY_RANGE) * share))
         day_faults: list[FaultSpec] = []
         for builder in COMBO_BUILDERS[: max(1, round(COMBOS_PER_DAY * share))]:
-            day_faults += builder(rng, slots, day, cabinet_ids, window)
+            day_faults += [f for f in builder(rng, slots, day, cabinet_ids, window) if f.end_s <= total_s]
         attempts = 0
         while sum(1 for f in day_faults if f.is_fault) < wanted and attempts < 20 * wanted:
             attempts += 1
