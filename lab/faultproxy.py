@@ -296,12 +296,16 @@ class FaultProxy:
             if not sender.done() and queue and not connection.holed:
                 with contextlib.suppress(TimeoutError, asyncio.CancelledError):
                     async with asyncio.timeout(self.latency_ms / 1000.0 + 1.0):
-                        while queue and not sender.done():
+                        for _ in range(100_000):  # bounded by the timeout above
+                            if not queue or sender.done():
+                                break
                             await asyncio.sleep(0.005)
             sender.cancel()
             await asyncio.gather(sender, return_exceptions=True)
 
-    async def _send(self, queue: deque[tuple[float, bytes]], ready: asyncio.Event, target: _WriterRef) -> None:
+    async def _send(
+        self, queue: deque[tuple[float, bytes]], ready: asyncio.Event, target: _WriterRef
+    ) -> None:
         loop = asyncio.get_running_loop()
         next_free = 0.0
         while True:

@@ -56,11 +56,15 @@ def samples(grid_kw: list[float], **cabinet: object) -> list[Sample]:
 
 def plan(seq: int, plan_id: str, start: float, hours: float = 24.0, grid: float = 100.0) -> PlanInfo:
     steps = int(hours * 4)
-    return PlanInfo(seq, plan_id, "u1", "optimal", start, start + steps * 900.0, 900.0, start, (grid,) * steps)
+    return PlanInfo(
+        seq, plan_id, "u1", "optimal", start, start + steps * 900.0, 900.0, start, (grid,) * steps
+    )
 
 
 def run(kind: FaultKind, target: str, start: float, end: float | None, **kw: object) -> FaultRun:
-    return FaultRun(FaultSpec(start - T0, kind, target, 0.0 if end is None else end - start), start, end, **kw)  # type: ignore[arg-type]
+    return FaultRun(
+        FaultSpec(start - T0, kind, target, 0.0 if end is None else end - start), start, end, **kw
+    )  # type: ignore[arg-type]
 
 
 def test_poc_limits() -> None:
@@ -107,7 +111,9 @@ def test_no_stale_schedule() -> None:
     unknown = invariants.no_stale_schedule(samples([1.0], schedule_id="x/cab-1"), central, [], BOUNDS)
     assert not unknown.passed and "unknown" in unknown.detail
     # Fallback and tripped samples are not "running a schedule".
-    assert invariants.no_stale_schedule(samples([1.0] * 30, mode="tripped"), central_with(short), [], BOUNDS).passed
+    assert invariants.no_stale_schedule(
+        samples([1.0] * 30, mode="tripped"), central_with(short), [], BOUNDS
+    ).passed
 
 
 def test_latest_plan_after_heal() -> None:
@@ -153,7 +159,9 @@ def test_database_integrity() -> None:
 def test_resource_growth() -> None:
     steady = [ResourceSample(float(t), "central", 10, 100_000 + t, 8, 30, 1) for t in range(0, 300, 10)]
     assert invariants.resource_growth(steady, [], BOUNDS).passed
-    leaking = [ResourceSample(float(t), "edge-cab-1", 11, 80_000 + 1000 * t, 8, 30, 1) for t in range(0, 300, 10)]
+    leaking = [
+        ResourceSample(float(t), "edge-cab-1", 11, 80_000 + 1000 * t, 8, 30, 1) for t in range(0, 300, 10)
+    ]
     result = invariants.resource_growth(leaking, [], BOUNDS)
     assert not result.passed and "RSS" in result.detail
     fds = [ResourceSample(float(t), "sim", 12, 50_000, 4, 20 + t, 1) for t in range(0, 300, 10)]

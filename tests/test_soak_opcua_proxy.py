@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -33,7 +34,9 @@ async def test_secure_session_and_push_through_the_proxy(tmp_path: Path) -> None
     _, site = write_site(tmp_path, 1, extra=FAST_LINK)
     layout = pki_layout(site, tmp_path / "pki")
     ensure_site_pki(site, layout, central_hosts=["localhost"])
-    write_users(layout.default_users_file, Users((UserEntry("central", Role.OPERATOR, hash_password(PASSWORD)),)))
+    write_users(
+        layout.default_users_file, Users((UserEntry("central", Role.OPERATOR, hash_password(PASSWORD)),))
+    )
     cabinet = site.cabinet("cab-1")
     host, port = parse_host_port(cabinet.opcua_endpoint.removeprefix("opc.tcp://").split("/", 1)[0])
     clock = RealClock()
@@ -56,21 +59,25 @@ async def test_secure_session_and_push_through_the_proxy(tmp_path: Path) -> None
                 assert (await fleet.push_plan(plan))["cab-1"].status is PushStatus.ACCEPTED
                 assert control.telemetry().schedule_id == "p1/cab-1"
                 proxy.partition()
-                deadline = time.monotonic() + 10.0
-                while fleet.connected()["cab-1"] and time.monotonic() < deadline:
-                    await asyncio.sleep(0.05)
+                await wait_until(lambda: not fleet.connected()["cab-1"])
                 assert not fleet.connected()["cab-1"]
                 outcome = (await fleet.push_plan(one_cabinet_plan("p2", 5.0)))["cab-1"]
                 assert outcome.status is PushStatus.UNREACHABLE
                 proxy.heal()
                 assert await fleet.wait_connected(20.0)
                 # The fleet re-pushes the latest schedule when the edge comes back.
-                deadline = time.monotonic() + 10.0
-                while control.telemetry().schedule_id != "p2/cab-1" and time.monotonic() < deadline:
-                    await asyncio.sleep(0.05)
+                await wait_until(lambda: control.telemetry().schedule_id == "p2/cab-1")
                 assert control.telemetry().schedule_id == "p2/cab-1"
     finally:
         await server.stop()
+
+
+async def wait_until(condition: Callable[[], bool], timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    for _ in range(int(timeout_s / 0.05) + 1):
+        if condition() or time.monotonic() > deadline:
+            return
+        await asyncio.sleep(0.05)
 
 
 def one_cabinet_plan(plan_id: str, setpoint_kw: float) -> Plan:

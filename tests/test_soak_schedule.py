@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import pytest
@@ -30,7 +31,7 @@ def test_schedule_properties(seed: int, days: int) -> None:
     for day in range(days):
         in_day = [f for f in faults if day * DAY_S <= f.at_s < (day + 1) * DAY_S]
         assert len(in_day) >= MIN_FAULTS_PER_DAY
-    assert all(0 <= f.at_s and f.end_s <= days * DAY_S for f in schedule.faults)
+    assert all(f.at_s >= 0 and f.end_s <= days * DAY_S for f in schedule.faults)
     assert [f.at_s for f in schedule.faults] == sorted(f.at_s for f in schedule.faults)
     # The same fault never overlaps itself on one target; one link fault per link at a time.
     by_slot: dict[tuple[str, str], list[tuple[float, float]]] = {}
@@ -39,15 +40,20 @@ def test_schedule_properties(seed: int, days: int) -> None:
         by_slot.setdefault(slot, []).append((fault.at_s, fault.end_s))
     for spans in by_slot.values():
         spans.sort()
-        assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:], strict=False))
+        assert all(a[1] <= b[0] for a, b in itertools.pairwise(spans))
     # Overlapping faults exist (on different targets), and the deliberate combinations are there.
-    overlaps = sum(1 for a, b in zip(faults, faults[1:], strict=False) if b.at_s < a.end_s)
+    overlaps = sum(1 for a, b in itertools.pairwise(faults) if b.at_s < a.end_s)
     assert overlaps > 0
     groups = {f.group.split("-", 1)[1] for f in schedule.faults if f.group}
     assert "edge-restart-while-central-down" in groups
     # Every kind of fault the campaign knows shows up over a few days.
     if days == 3:
-        assert {f.kind for f in faults} >= {*BATTERY_FAULTS, *LINK_FAULTS, FaultKind.KILL_CENTRAL, FaultKind.KILL_EDGE}
+        assert {f.kind for f in faults} >= {
+            *BATTERY_FAULTS,
+            *LINK_FAULTS,
+            FaultKind.KILL_CENTRAL,
+            FaultKind.KILL_EDGE,
+        }
     assert sum(1 for f in schedule.faults if f.kind is FaultKind.UPLOAD) == days - 1
 
 
@@ -81,7 +87,10 @@ def test_round_trip_and_cut_for_a_replay(tmp_path: Path) -> None:
     [
         ("{", "Expecting"),
         ('{"version": 9}', "version"),
-        ('{"version": 1, "seed": 1, "days": 1, "cabinet_ids": [], "faults": [{"kind": "boom"}]}', "faults\\[0\\]"),
+        (
+            '{"version": 1, "seed": 1, "days": 1, "cabinet_ids": [], "faults": [{"kind": "boom"}]}',
+            "faults\\[0\\]",
+        ),
         (
             '{"version": 1, "seed": 1, "days": 1, "cabinet_ids": [], "faults": '
             '[{"kind": "kill_edge", "at_s": -1, "target": "cab-1"}]}',

@@ -79,7 +79,9 @@ async def inject_and_probe(
     sim: SimControlClient, clock: Clock, cabinet_id: str, temperature_degc: float, cycle_ms: float
 ) -> FaultReaction:
     """Inject an over-temperature on ``cabinet_id`` and time the interlock's reaction at the device."""
-    return await inject_fault_and_probe(sim, clock, cabinet_id, "over_temperature", temperature_degc, cycle_ms)
+    return await inject_fault_and_probe(
+        sim, clock, cabinet_id, "over_temperature", temperature_degc, cycle_ms
+    )
 
 
 async def inject_fault_and_probe(
