@@ -8,8 +8,10 @@ run exercises every invariant; it is also the ``--replay-from`` path end to end.
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from lab.soak.invariants import NAMES
@@ -59,3 +61,42 @@ def test_two_hour_campaign_end_to_end(tmp_path: Path) -> None:
     assert any(u["http_status"] == 201 for u in summary["uploads"])
     assert summary["kills"] == 2 and summary["crashes"] == []
     assert all(v["end"] is not None for v in summary["resources"].values())
+
+
+def test_ctrl_c_stops_every_process(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "ems", "soak", "--days", "1", "--seed", "1", "--out", str(out)],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        deadline = time.monotonic() + 120.0
+        for line in process.stdout:
+            if "all processes up" in line or time.monotonic() > deadline:
+                break
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=60) == 130
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert not children_of(out), children_of(out)
+
+
+def children_of(out: Path) -> list[str]:
+    """Processes whose command line names the campaign's output directory (its children do)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if str(out) in cmdline:
+            found.append(f"{entry.name}: {cmdline[:120]}")
+    return found

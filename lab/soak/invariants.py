@@ -233,6 +233,12 @@ def no_stale_schedule(
 # ----------------------------------------------------------------------------------------- partitions
 
 
+def _plan_seq(plans: Mapping[str, PlanInfo], schedule_id: str) -> int:
+    """The central's order of the plan a schedule belongs to; -1 for none or an unknown one."""
+    plan = plans.get(_plan_id(schedule_id)) if schedule_id else None
+    return -1 if plan is None else plan.seq
+
+
 def _down_during(spans: Sequence[ProcessSpan], process: str, start_s: float, end_s: float) -> bool:
     """True when ``process`` was not up for the whole of ``[start_s, end_s]``."""
     covering = [
@@ -307,8 +313,7 @@ def latest_plan_after_heal(
         ran = any(
             window[0] <= s.at_s <= window[1]
             and cabinet_id in s.cabinets
-            and plans_by_id.get(_plan_id(s.cabinets[cabinet_id].schedule_id), latest).seq >= latest.seq
-            and s.cabinets[cabinet_id].schedule_id != ""
+            and _plan_seq(plans_by_id, s.cabinets[cabinet_id].schedule_id) >= latest.seq
             for s in samples
         )
         took = any(
