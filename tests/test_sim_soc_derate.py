@@ -1,5 +1,5 @@
-"""The simulator's runtime SoC jump (``set_soc``) and limit derating (``derate`` fault), over the control
-interface of a running simulator, seen in its state and in the 802 registers a Modbus client reads."""
+"""The simulator's runtime SoC jump (``set_soc``), limit derating (``derate`` fault) and its timestamps of
+faults and safe-state commands, over the control interface of a running simulator and over Modbus."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from pymodbus.client import AsyncModbusTcpClient
 
 from shared.clock import ManualClock
-from shared.sunspec.layout import CABINET_MODELS, decode_value, device_layout
+from shared.sunspec.layout import CABINET_MODELS, decode_value, device_layout, encode_value, symbol_value
 from simulators import ControlError, SiteSimulator, control_request
 from simulators.faults import CabinetFaults
 from tests.support import free_port, write_site
@@ -89,3 +89,29 @@ def test_derate_accepts_only_a_share(share: float | str | None) -> None:
         assert faults.limit_factor == 1.0
     else:
         assert 0.0 <= faults.limit_factor <= 1.0
+
+
+async def test_device_timestamps_faults_and_safe_state_commands(running: tuple[SiteSimulator, str]) -> None:
+    sim, control = running
+    host, port = sim.site.cabinets[0].modbus_host_port
+    client = AsyncModbusTcpClient(host, port=port, timeout=1.0, retries=0)
+    await client.connect()
+    try:
+        wset = CABINET.point(704, "WSet")
+        assert not (
+            await client.write_registers(wset.address, encode_value(wset, 500), device_id=1)
+        ).isError()
+        await control_request(
+            control, {"cmd": "set", "device": "cab-1", "fault": "over_temperature", "value": 70}
+        )
+        timing = (await control_request(control, {"cmd": "status"}))["devices"]["cab-1"]["timing"]
+        set_at = timing["fault_set_mono_s"]["over_temperature"]
+        assert timing["zero_setpoint_mono_s"] is None and timing["disconnect_mono_s"] is None
+        assert not (await client.write_registers(wset.address, encode_value(wset, 0), device_id=1)).isError()
+        setop = CABINET.point(802, "SetOp")
+        disconnect = encode_value(setop, symbol_value(802, "SetOp", "DISCONNECT"))
+        assert not (await client.write_registers(setop.address, disconnect, device_id=1)).isError()
+    finally:
+        client.close()
+    timing = (await control_request(control, {"cmd": "status"}))["devices"]["cab-1"]["timing"]
+    assert set_at <= timing["zero_setpoint_mono_s"] <= timing["disconnect_mono_s"]

@@ -23,7 +23,8 @@ BOUNDS = invariants.Bounds(
     export_limit_kw=300.0,
     limit_tolerance_kw=1.0,
     poc_reaction_s=300.0,
-    reaction_ms=210.0,
+    reaction_ms=200.0,
+    probe_poll_ms=10.0,
     observation_grace_s=120.0,
     heal_bound_s=900.0,
     fault_settle_s=900.0,
@@ -77,9 +78,14 @@ def test_poc_limits() -> None:
 
 
 def test_device_fault_safe_state() -> None:
-    fast = run(FaultKind.OVER_TEMPERATURE, "cab-1", T0, T0 + 600, reaction_ms=120.0)
+    fast = run(FaultKind.OVER_TEMPERATURE, "cab-1", T0, T0 + 600, reaction_ms=120.0, reaction_at_device=True)
+    polled = run(FaultKind.OVER_TEMPERATURE, "cab-1", T0, T0 + 600, reaction_ms=205.0)  # + one poll: ok
     exempt = run(FaultKind.STATE_FAULT, "cab-1", T0, T0 + 600, exempt="edge down")
-    assert invariants.device_fault_safe_state([fast, exempt], BOUNDS).passed
+    assert invariants.device_fault_safe_state([fast, polled, exempt], BOUNDS).passed
+    at_device = run(
+        FaultKind.OVER_TEMPERATURE, "cab-1", T0, T0 + 600, reaction_ms=205.0, reaction_at_device=True
+    )
+    assert not invariants.device_fault_safe_state([at_device], BOUNDS).passed
     slow = run(FaultKind.ALARM_BIT, "cab-2", T0 + 10, T0 + 600, reaction_ms=450.0)
     never = run(FaultKind.CELL_OVER_VOLTAGE, "cab-3", T0 + 20, T0 + 600)
     result = invariants.device_fault_safe_state([fast, slow, never], BOUNDS)

@@ -11,10 +11,11 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
+from typing import Any
 
 from lab.demo.edge_observer import EdgeObserver
 from lab.demo.records import OFFLINE, CabinetSample, FaultReaction, Sample
-from lab.demo.sim_client import CabinetTruth, SimControlClient, SimControlError, SiteTruth
+from lab.demo.sim_client import CabinetTruth, SimControlClient, SimControlError, SiteTruth, parse_status
 from shared.clock import Clock
 
 PROBE_POLL_MS = 10.0  # wall-clock period of the fault probe
@@ -103,15 +104,20 @@ async def inject_fault_and_probe(
     await sim.set_fault(cabinet_id, fault, value)
     reaction_ms: float | None = None
     zero_power_ms: float | None = None
+    at_device = False
     deadline = started + timeout_s
     while time.perf_counter() < deadline and (reaction_ms is None or zero_power_ms is None):
         try:
-            now = (await sim.truth()).cabinets[cabinet_id]
-        except (SimControlError, KeyError):
-            now = None
+            answer = await sim.request({"cmd": "status"})
+            now: CabinetTruth | None = parse_status(answer).cabinets[cabinet_id]
+            device_ms = device_reaction_ms(answer, cabinet_id, fault)
+        except (SimControlError, KeyError, TypeError, ValueError):
+            now, device_ms = None, None
         elapsed_ms = (time.perf_counter() - started) * 1000.0
-        if now is not None and reaction_ms is None and _safe_state_reached(before, now):
-            reaction_ms = elapsed_ms
+        if device_ms is not None and reaction_ms is None:
+            reaction_ms, at_device = device_ms, True
+        elif now is not None and reaction_ms is None and _safe_state_reached(before, now):
+            reaction_ms = elapsed_ms  # a simulator without timing: measured at this poll
         if now is not None and zero_power_ms is None and abs(now.power_kw) <= ZERO_POWER_KW:
             zero_power_ms = elapsed_ms
         await asyncio.sleep(PROBE_POLL_MS / 1000.0)
@@ -123,4 +129,19 @@ async def inject_fault_and_probe(
         zero_power_ms=zero_power_ms,
         poll_period_ms=PROBE_POLL_MS,
         cycle_ms=cycle_ms,
+        at_device=at_device,
     )
+
+
+def device_reaction_ms(status: dict[str, Any], cabinet_id: str, fault: str) -> float | None:
+    """From the simulator's own clock: fault set -> first safe-state command (DISCONNECT, or WSet 0 after a
+    non-zero setpoint) the device received after it; None while there is none (or no timing reported)."""
+    timing = status["devices"][cabinet_id].get("timing")
+    if not isinstance(timing, dict):
+        return None
+    set_at = timing.get("fault_set_mono_s", {}).get(fault)
+    if not isinstance(set_at, float | int):
+        return None
+    commands = [timing.get("disconnect_mono_s"), timing.get("zero_setpoint_mono_s")]
+    after = [t for t in commands if isinstance(t, float | int) and t >= set_at]
+    return (min(after) - set_at) * 1000.0 if after else None

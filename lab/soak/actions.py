@@ -135,6 +135,7 @@ async def _battery_fault(live: Live, run: FaultRun) -> None:
         live.sim, live.clock, spec.target, spec.kind.value, spec.value, live.site.edge.cycle_ms
     )
     run.reaction_ms = reaction.reaction_ms
+    run.reaction_at_device = reaction.at_device
     shown = "never" if reaction.reaction_ms is None else f"{reaction.reaction_ms:.0f} ms"
     run.note(
         f"simulator: {spec.kind.value} on {spec.target} ({spec.value}); the edge's safe state reached the "

@@ -25,6 +25,7 @@ class FaultRun:
     ended_at_s: float | None = None  # None: one-shot, or still running when the campaign stopped
     actions: list[str] = field(default_factory=list)  # what the campaign did and what the system did
     reaction_ms: float | None = None  # battery faults: wall ms until the safe state reached the device
+    reaction_at_device: bool = False  # timed by the simulator's own clock (else by the campaign's poll)
     exempt: str = ""  # why the safe-state bound does not apply (the edge could not reach the device, ...)
 
     def note(self, text: str) -> None:

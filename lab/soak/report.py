@@ -80,6 +80,7 @@ def fault_details(record: SoakRecord, cabinet_ids: Sequence[str], grace_s: float
                 "start": utc(run.started_at_s),
                 "end": utc(run.ended_at_s) if run.ended_at_s is not None else None,
                 "reaction_ms": None if run.reaction_ms is None else round(run.reaction_ms, 1),
+                "reaction_timed_at_device": run.reaction_at_device,
                 "not_timed_because": run.exempt or None,
                 "actions": run.actions,
                 "modes": modes,
