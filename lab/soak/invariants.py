@@ -359,7 +359,8 @@ def latest_plan_after_heal(
             violations.append(
                 (
                     healed_s,
-                    f"{cabinet_id}: {fault.spec.kind.value} healed at {healed_s:.0f}, {latest.plan_id} {shown}",
+                    f"{cabinet_id}: {fault.spec.kind.value} healed at {healed_s:.0f}, "
+                    f"{latest.plan_id} {shown}",
                 )
             )
     detail = f"{judged} heal(s) judged, allowed {bounds.heal_bound_s:.0f} s"
