@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from lab.demo.central_client import CentralError
@@ -194,8 +195,6 @@ async def upload(live: Live, run: FaultRun) -> None:
 
 async def check_database(live: Live, process: str, path_text: str) -> None:
     """``PRAGMA integrity_check`` of a killed process's database, in a worker thread."""
-    from pathlib import Path
-
     result = await asyncio.to_thread(integrity_check, Path(path_text))
     live.record.integrity.append(IntegrityCheck(live.clock.time_s(), process, path_text, result))
     if result != "ok":

@@ -2,7 +2,8 @@
 
 Each function takes the record (samples, faults, uploads, ...) and the :class:`Bounds` and returns an
 :class:`InvariantResult`; the campaign evaluates them while it runs (a violation is reported as soon as
-it shows) and once more at the end. docs/soak.md states every bound and why.
+it shows) and once more at the end. docs/soak.md states every bound and why. ``resource_growth`` and
+``cost_vs_plan`` live in :mod:`lab.soak.resource_check` and :mod:`lab.soak.cost_check`.
 """
 
 from __future__ import annotations
@@ -10,10 +11,9 @@ from __future__ import annotations
 import bisect
 import statistics
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime
 
 from lab.demo.records import Sample
+from lab.soak.cost_check import cost_vs_plan, fault_windows
 from lab.soak.records import (
     CentralState,
     FaultRun,
@@ -21,70 +21,48 @@ from lab.soak.records import (
     PlanInfo,
     ProcessSpan,
     PushInfo,
-    ResourceSample,
     UploadAttempt,
 )
-from lab.soak.schedule import BATTERY_FAULTS, EVENTS, FaultKind
-
-POC_LIMITS = "poc_limits"
-DEVICE_FAULT_SAFE_STATE = "device_fault_safe_state"
-NO_STALE_SCHEDULE = "no_stale_schedule"
-LATEST_PLAN_AFTER_HEAL = "latest_plan_after_heal"
-UPLOADS_PLANNED = "uploads_planned"
-DATABASE_INTEGRITY = "database_integrity"
-RESOURCE_GROWTH = "resource_growth"
-COST_VS_PLAN = "cost_vs_plan"
-NAMES = (
-    POC_LIMITS,
-    DEVICE_FAULT_SAFE_STATE,
-    NO_STALE_SCHEDULE,
-    LATEST_PLAN_AFTER_HEAL,
-    UPLOADS_PLANNED,
-    DATABASE_INTEGRITY,
-    RESOURCE_GROWTH,
+from lab.soak.resource_check import resource_growth
+from lab.soak.schedule import BATTERY_FAULTS, FaultKind
+from lab.soak.verdict import (
     COST_VS_PLAN,
+    DATABASE_INTEGRITY,
+    DEVICE_FAULT_SAFE_STATE,
+    LATEST_PLAN_AFTER_HEAL,
+    NAMES,
+    NO_STALE_SCHEDULE,
+    POC_LIMITS,
+    RESOURCE_GROWTH,
+    UPLOADS_PLANNED,
+    Bounds,
+    InvariantResult,
+    listed,
+    plan_id_of,
 )
-MAX_LISTED = 3  # violations named in a detail line
 
-
-@dataclass(frozen=True)
-class Bounds:
-    """Every bound the invariants apply (simulated seconds unless the name says wall or ms)."""
-
-    import_limit_kw: float
-    export_limit_kw: float
-    limit_tolerance_kw: float  # meter resolution: within this of a limit is "at" it
-    poc_reaction_s: float  # longest time over a PoC limit
-    reaction_ms: float  # device fault -> safe state at the device [wall ms] (2 control cycles)
-    probe_poll_ms: float  # added when the reaction was timed by polling instead of at the device
-    observation_grace_s: float  # an edge's change shows in the samples within this
-    heal_bound_s: float  # partition healed -> the edge runs the latest plan
-    fault_settle_s: float  # after a fault, this long still counts as its window (cost)
-    cost_rel: float  # realised within this share of the planned cost's magnitude ...
-    cost_abs_per_interval: float  # ... plus this much per clean interval [currency]
-    rss_growth_mb: float  # per process incarnation, after the warm-up ...
-    rss_growth_rel: float  # ... or this share of its RSS after the warm-up, whichever is larger
-    threads_growth: int
-    fds_growth: int
-    warmup_wall_s: float  # resources are compared from this long after a process started
-    min_span_wall_s: float  # incarnations shorter than this (after the warm-up) are not judged
-
-
-@dataclass(frozen=True)
-class InvariantResult:
-    name: str
-    passed: bool
-    detail: str
-    first_violation_s: float | None = None  # simulated time of the first violation (for the replay)
-
-    def as_dict(self) -> dict[str, object]:
-        return {"passed": self.passed, "detail": self.detail}
-
-
-def _listed(items: Sequence[str]) -> str:
-    shown = "; ".join(items[:MAX_LISTED])
-    more = f" (+{len(items) - MAX_LISTED} more)" if len(items) > MAX_LISTED else ""
-    return shown + more
+__all__ = [
+    "COST_VS_PLAN",
+    "DATABASE_INTEGRITY",
+    "DEVICE_FAULT_SAFE_STATE",
+    "LATEST_PLAN_AFTER_HEAL",
+    "NAMES",
+    "NO_STALE_SCHEDULE",
+    "POC_LIMITS",
+    "RESOURCE_GROWTH",
+    "UPLOADS_PLANNED",
+    "Bounds",
+    "InvariantResult",
+    "cost_vs_plan",
+    "database_integrity",
+    "device_fault_safe_state",
+    "fault_windows",
+    "latest_plan_after_heal",
+    "no_stale_schedule",
+    "poc_limits",
+    "resource_growth",
+    "uploads_planned",
+]
 
 
 # ----------------------------------------------------------------------------------------- PoC limits
@@ -154,7 +132,7 @@ def device_fault_safe_state(faults: Sequence[FaultRun], bounds: Bounds) -> Invar
     if exempt:
         detail += "; not judged: " + ", ".join(f"{n} x {why}" for why, n in sorted(exempt.items()))
     if late:
-        detail += "; TOO LATE: " + _listed(
+        detail += "; TOO LATE: " + listed(
             [
                 f"{f.spec.kind.value} {f.spec.target} at {f.started_at_s:.0f}: "
                 + ("never" if f.reaction_ms is None else f"{f.reaction_ms:.0f} ms")
@@ -165,10 +143,6 @@ def device_fault_safe_state(faults: Sequence[FaultRun], bounds: Bounds) -> Invar
 
 
 # ----------------------------------------------------------------------------------------- schedules
-
-
-def _plan_id(schedule_id: str) -> str:
-    return schedule_id.rsplit("/", 1)[0]
 
 
 class _Accepted:
@@ -216,7 +190,7 @@ def no_stale_schedule(
             if cabinet.mode != "schedule" or not cabinet.schedule_id:
                 continue
             checked += 1
-            plan = plans.get(_plan_id(cabinet.schedule_id))
+            plan = plans.get(plan_id_of(cabinet.schedule_id))
             if plan is None:
                 violations.append((t, f"{cabinet_id} at {t:.0f} runs unknown schedule {cabinet.schedule_id}"))
                 continue
@@ -234,7 +208,7 @@ def no_stale_schedule(
                 )
     detail = f"{checked} cabinet samples in schedule mode checked (grace {grace:.0f} s)"
     if violations:
-        detail += f"; {len(violations)} stale: " + _listed([v for _, v in violations])
+        detail += f"; {len(violations)} stale: " + listed([v for _, v in violations])
     return InvariantResult(
         NO_STALE_SCHEDULE, not violations, detail, violations[0][0] if violations else None
     )
@@ -245,7 +219,7 @@ def no_stale_schedule(
 
 def _plan_seq(plans: Mapping[str, PlanInfo], schedule_id: str) -> int:
     """The central's order of the plan a schedule belongs to; -1 for none or an unknown one."""
-    plan = plans.get(_plan_id(schedule_id)) if schedule_id else None
+    plan = plans.get(plan_id_of(schedule_id)) if schedule_id else None
     return -1 if plan is None else plan.seq
 
 
@@ -369,7 +343,7 @@ def latest_plan_after_heal(
     if exempt:
         detail += "; not judged: " + ", ".join(f"{n} x {why}" for why, n in sorted(exempt.items()))
     if violations:
-        detail += "; LATE: " + _listed([v for _, v in violations])
+        detail += "; LATE: " + listed([v for _, v in violations])
     return InvariantResult(
         LATEST_PLAN_AFTER_HEAL, not violations, detail, violations[0][0] if violations else None
     )
@@ -400,7 +374,7 @@ def uploads_planned(uploads: Sequence[UploadAttempt], central: CentralState) -> 
     )
     if problems:
         problems.sort()
-        detail += "; " + _listed([p for _, p in problems])
+        detail += "; " + listed([p for _, p in problems])
     return InvariantResult(UPLOADS_PLANNED, not problems, detail, problems[0][0] if problems else None)
 
 
@@ -413,152 +387,8 @@ def database_integrity(checks: Sequence[IntegrityCheck], kills: int) -> Invarian
     missing = max(0, kills - sum(1 for c in checks if c.process != "end"))
     detail = f"{len(checks)} check(s) after {kills} kill(s) and at the end"
     if bad:
-        detail += "; FAILED: " + _listed([f"{c.process} at {c.at_s:.0f}: {c.result}" for c in bad])
+        detail += "; FAILED: " + listed([f"{c.process} at {c.at_s:.0f}: {c.result}" for c in bad])
     if missing:
         detail += f"; {missing} kill(s) without a check"
     first = bad[0].at_s if bad else None
     return InvariantResult(DATABASE_INTEGRITY, not bad and not missing, detail, first)
-
-
-# ----------------------------------------------------------------------------------------- resources
-
-
-def _growth_problems(series: Sequence[ResourceSample], bounds: Bounds) -> list[str]:
-    first_wall = series[0].wall_s
-    judged = [s for s in series if s.wall_s >= first_wall + bounds.warmup_wall_s]
-    if len(judged) < 2 or judged[-1].wall_s - judged[0].wall_s < bounds.min_span_wall_s:
-        return []
-    base, last = judged[0], judged[-1]
-    name = f"{base.process} (pid {base.pid})"
-    problems = []
-    rss_allowed_kb = max(bounds.rss_growth_mb * 1024.0, bounds.rss_growth_rel * base.rss_kb)
-    peak_rss = max(s.rss_kb for s in judged)
-    if peak_rss - base.rss_kb > rss_allowed_kb:
-        problems.append(f"{name} RSS {base.rss_kb / 1024:.0f} -> {peak_rss / 1024:.0f} MB")
-    if max(s.threads for s in judged) - base.threads > bounds.threads_growth:
-        problems.append(f"{name} threads {base.threads} -> {max(s.threads for s in judged)}")
-    if max(s.fds for s in judged) - base.fds > bounds.fds_growth:
-        problems.append(f"{name} fds {base.fds} -> {max(s.fds for s in judged)}")
-    if last.process != "soak" and max(s.group_processes for s in judged) > 1:
-        problems.append(f"{name} has {max(s.group_processes for s in judged)} processes in its group")
-    return problems
-
-
-def resource_growth(
-    resources: Sequence[ResourceSample], leftover: Sequence[str], bounds: Bounds
-) -> InvariantResult:
-    """No process, thread, file-descriptor or memory growth beyond the bounds, nothing left running."""
-    by_incarnation: dict[tuple[str, int], list[ResourceSample]] = {}
-    for sample in resources:
-        by_incarnation.setdefault((sample.process, sample.pid), []).append(sample)
-    problems: list[str] = []
-    judged = 0
-    for series in by_incarnation.values():
-        found = _growth_problems(series, bounds)
-        problems += found
-        judged += 1
-    if leftover:
-        problems.append("still running after the stop: " + ", ".join(leftover))
-    detail = (
-        f"{judged} process incarnation(s) sampled; bounds RSS +max({bounds.rss_growth_mb:g} MB, "
-        f"{100 * bounds.rss_growth_rel:g} %), threads +{bounds.threads_growth}, fds +{bounds.fds_growth} "
-        f"after a {bounds.warmup_wall_s:g} s warm-up"
-    )
-    if problems:
-        detail += "; " + _listed(problems)
-    return InvariantResult(RESOURCE_GROWTH, not problems, detail)
-
-
-# ----------------------------------------------------------------------------------------- cost
-
-
-def fault_windows(faults: Sequence[FaultRun], settle_s: float, end_s: float) -> list[tuple[float, float]]:
-    """Where faults act (from start to end + settle), merged; events (uploads) are not faults."""
-    spans = sorted(
-        (f.started_at_s, (f.ended_at_s if f.ended_at_s is not None else f.started_at_s) + settle_s)
-        for f in faults
-        if f.spec.kind not in EVENTS
-    )
-    merged: list[tuple[float, float]] = []
-    for start, end in spans:
-        end = min(end, end_s) if start <= end_s else end
-        if merged and start <= merged[-1][1]:
-            merged[-1] = (merged[-1][0], max(merged[-1][1], end))
-        else:
-            merged.append((start, end))
-    return merged
-
-
-@dataclass
-class _IntervalCost:
-    planned: float = 0.0
-    realised: float = 0.0
-    samples: int = 0
-
-
-def _sample_costs(
-    sample: Sample, plans: Mapping[str, PlanInfo], central: CentralState
-) -> tuple[float, float] | None:
-    """(planned, realised) cost rate [currency/h] at one sample, or None when it cannot be priced."""
-    if sample.grid_kw is None or not sample.cabinets:
-        return None
-    plan_ids = {_plan_id(c.schedule_id) for c in sample.cabinets.values()}
-    if len(plan_ids) != 1 or any(c.mode != "schedule" for c in sample.cabinets.values()):
-        return None
-    plan = plans.get(plan_ids.pop())
-    dayahead = central.dayaheads.get(plan.upload_id) if plan is not None else None
-    if plan is None or dayahead is None:
-        return None
-    step = plan.index_at(sample.at_s)
-    index = dayahead.index_at(datetime.fromtimestamp(sample.at_s, tz=UTC))
-    if step is None or index is None or step >= len(plan.grid_kw):
-        return None
-    import_price = dayahead.import_price_per_kwh[index]
-    export_price = dayahead.export_price_per_kwh[index]
-
-    def rate(grid_kw: float) -> float:
-        return import_price * max(grid_kw, 0.0) - export_price * max(-grid_kw, 0.0)
-
-    return rate(plan.grid_kw[step]), rate(sample.grid_kw)
-
-
-def cost_vs_plan(
-    samples: Sequence[Sample],
-    faults: Sequence[FaultRun],
-    central: CentralState,
-    sample_period_s: float,
-    bounds: Bounds,
-) -> InvariantResult:
-    """Outside fault windows, the realised energy cost stays within the bound of what the plans promised.
-
-    Each sample is priced twice with the prices of the upload its plan was made from: the grid power the
-    running plan planned for that moment, and the grid power the meter measured. Samples where the
-    cabinets do not all run one plan in schedule mode, or inside a fault window, are left out.
-    """
-    end_s = samples[-1].at_s if samples else 0.0
-    windows = fault_windows(faults, bounds.fault_settle_s, end_s)
-    starts = [w[0] for w in windows]
-    plans = {p.plan_id: p for p in central.plans}
-    intervals: dict[int, _IntervalCost] = {}
-    for sample in samples:
-        position = bisect.bisect_right(starts, sample.at_s) - 1
-        if position >= 0 and windows[position][0] <= sample.at_s <= windows[position][1]:
-            continue
-        priced = _sample_costs(sample, plans, central)
-        if priced is None:
-            continue
-        entry = intervals.setdefault(int(sample.at_s // 900), _IntervalCost())
-        entry.planned += priced[0] * sample_period_s / 3600.0
-        entry.realised += priced[1] * sample_period_s / 3600.0
-        entry.samples += 1
-    planned = sum(e.planned for e in intervals.values())
-    realised = sum(e.realised for e in intervals.values())
-    magnitude = sum(abs(e.planned) for e in intervals.values())
-    allowed = bounds.cost_rel * magnitude + bounds.cost_abs_per_interval * len(intervals)
-    passed = abs(realised - planned) <= allowed
-    detail = (
-        f"{len(intervals)} clean interval(s): planned energy cost {planned:.2f}, realised {realised:.2f}, "
-        f"difference {realised - planned:+.2f}, allowed +/-{allowed:.2f} ({100 * bounds.cost_rel:g} % of "
-        f"{magnitude:.2f} + {bounds.cost_abs_per_interval:g} per interval)"
-    )
-    return InvariantResult(COST_VS_PLAN, passed, detail)

@@ -17,6 +17,8 @@ import sys
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from lab.demo.central_client import CentralClient, CentralError
@@ -31,7 +33,7 @@ from lab.soak import actions, invariants
 from lab.soak.links import ProxyThread
 from lab.soak.monitor import read_central_state, sample_resources
 from lab.soak.records import FaultRun, OperatorReset, PlanInfo, ProcessSpan, SoakRecord
-from lab.soak.schedule import CampaignSchedule
+from lab.soak.schedule import CampaignSchedule, FaultKind, FaultSpec
 from lab.soak.sites import SiteViews
 from shared.clock import SimulatedClock
 from shared.dayahead import DayAhead
@@ -306,7 +308,7 @@ class Live:
                 await self._wait_for(CENTRAL, self.central.healthy, RESTART_READY_TIMEOUT_S)
         run.note(f"{name} started again ({time.monotonic() - started:.1f} s wall until it answered)")
 
-    def _database(self, name: str) -> Any:
+    def _database(self, name: str) -> Path:
         if name == CENTRAL:
             return self.setup.paths.central_database
         return self.setup.paths.edge_state_dir / f"{name.removeprefix('edge-')}.sqlite3"
@@ -423,13 +425,10 @@ def _mode(observer: EdgeObserver, cabinet_id: str) -> str | None:
     return None if telemetry is None else telemetry.mode.value
 
 
-def _first_upload() -> Any:
-    from lab.soak.schedule import FaultKind, FaultSpec
-
+def _first_upload() -> FaultSpec:
+    """The first day's day-ahead, uploaded before the campaign starts."""
     return FaultSpec(0.0, FaultKind.UPLOAD, "central", 0.0, 0)
 
 
 def _when(at_s: float) -> str:
-    from datetime import UTC, datetime
-
     return datetime.fromtimestamp(at_s, tz=UTC).strftime("%m-%dT%H:%MZ")
