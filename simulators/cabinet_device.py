@@ -196,6 +196,7 @@ class CabinetSimulator:
                 "fault_set_mono_s": dict(self.fault_set_mono_s),
                 "disconnect_mono_s": self.disconnect_mono_s,
                 "zero_setpoint_mono_s": self.zero_setpoint_mono_s,
+                "setop_disconnected": not self._connected,
             },
         }
 

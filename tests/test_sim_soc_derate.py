@@ -115,3 +115,22 @@ async def test_device_timestamps_faults_and_safe_state_commands(running: tuple[S
         client.close()
     timing = (await control_request(control, {"cmd": "status"}))["devices"]["cab-1"]["timing"]
     assert set_at <= timing["zero_setpoint_mono_s"] <= timing["disconnect_mono_s"]
+
+
+def test_reaction_is_zero_when_the_device_was_already_disconnected() -> None:
+    from lab.demo.sampler import device_reaction_ms
+
+    def status(**timing: object) -> dict[str, object]:
+        return {"devices": {"cab-1": {"timing": {"fault_set_mono_s": {"alarm_bit": 10.0}, **timing}}}}
+
+    assert (
+        device_reaction_ms(status(disconnect_mono_s=5.0, setop_disconnected=True), "cab-1", "alarm_bit")
+        == 0.0
+    )
+    assert (
+        device_reaction_ms(status(disconnect_mono_s=5.0, setop_disconnected=False), "cab-1", "alarm_bit")
+        is None
+    )
+    later = status(disconnect_mono_s=10.1, zero_setpoint_mono_s=10.05, setop_disconnected=True)
+    assert device_reaction_ms(later, "cab-1", "alarm_bit") == pytest.approx(50.0)
+    assert device_reaction_ms(status(), "cab-1", "state_fault") is None

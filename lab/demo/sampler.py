@@ -135,13 +135,21 @@ async def inject_fault_and_probe(
 
 def device_reaction_ms(status: dict[str, Any], cabinet_id: str, fault: str) -> float | None:
     """From the simulator's own clock: fault set -> first safe-state command (DISCONNECT, or WSet 0 after a
-    non-zero setpoint) the device received after it; None while there is none (or no timing reported)."""
+    non-zero setpoint) the device received after it; 0 when the device was already disconnected by its
+    controller; None while there is none (or no timing reported)."""
     timing = status["devices"][cabinet_id].get("timing")
     if not isinstance(timing, dict):
         return None
     set_at = timing.get("fault_set_mono_s", {}).get(fault)
     if not isinstance(set_at, float | int):
         return None
-    commands = [timing.get("disconnect_mono_s"), timing.get("zero_setpoint_mono_s")]
+    disconnected_at = timing.get("disconnect_mono_s")
+    if (
+        timing.get("setop_disconnected")
+        and isinstance(disconnected_at, float | int)
+        and disconnected_at <= set_at
+    ):
+        return 0.0  # the controller had already disconnected the device: it was in the safe state
+    commands = [disconnected_at, timing.get("zero_setpoint_mono_s")]
     after = [t for t in commands if isinstance(t, float | int) and t >= set_at]
     return (min(after) - set_at) * 1000.0 if after else None

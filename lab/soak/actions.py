@@ -130,17 +130,6 @@ async def _battery_fault(live: Live, run: FaultRun) -> None:
         await live.sim.set_fault(spec.target, spec.kind.value, spec.value)
         run.note(f"simulator: {spec.kind.value} on {spec.target} ({spec.value}); not timed: {why}")
         return
-    telemetry = live.observer.telemetry(spec.target)
-    if telemetry is not None and telemetry.mode.value == "tripped":
-        truth = (await live.sim.truth()).cabinets[spec.target]
-        if not truth.connected:
-            # Tripped by an earlier fault: the device must already hold the safe state, and does.
-            await live.sim.set_fault(spec.target, spec.kind.value, spec.value)
-            run.reaction_ms, run.reaction_at_device = 0.0, True
-            run.note(
-                f"simulator: {spec.kind.value} on {spec.target} ({spec.value}); already in the safe state"
-            )
-            return
     reaction = await inject_fault_and_probe(
         live.sim, live.clock, spec.target, spec.kind.value, spec.value, live.site.edge.cycle_ms
     )
