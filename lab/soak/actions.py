@@ -29,12 +29,6 @@ UPLOAD_RETRY_WALL_S = 1.0  # a trading system retries a refused connection this 
 DERATE = "derate"
 
 
-def cabinet_of(target: str) -> str | None:
-    """The cabinet a fault target concerns (None for the central and the meter's link or device)."""
-    name = target.split(":", 1)[1] if ":" in target else target
-    return None if name in ("central", "meter") else name
-
-
 async def start_fault(live: Live, run: FaultRun) -> None:
     """Begin ``run``'s fault; notes what was done in ``run.actions``."""
     spec = run.spec
@@ -97,7 +91,7 @@ def _impair(proxy: FaultProxy, spec: FaultSpec) -> str:
 
 
 def edge_cannot_act(live: Live, cabinet_id: str) -> str:
-    """Why the cabinet's edge cannot bring the device to the safe state now ("" when it can)."""
+    """Why the cabinet's edge could not bring the device to the safe state now ("" when it could)."""
     if not live.supervisor.running(f"edge-{cabinet_id}"):
         return "edge down"
     telemetry = live.observer.telemetry(cabinet_id)
@@ -106,30 +100,24 @@ def edge_cannot_act(live: Live, cabinet_id: str) -> str:
     if telemetry.mode.value == "starting":
         return "edge starting"
     for other in live.active_faults():
-        other_cabinet = cabinet_of(other.spec.target)
-        if other.spec.kind in DEVICE_COMM_FAULTS and other.spec.target in (cabinet_id, "meter"):
-            return "device or meter not communicating"
-        if (
-            other.spec.kind in LINK_FAULTS
-            and other.spec.target.startswith("modbus:")
-            and other_cabinet
-            in (
-                cabinet_id,
-                None,
-            )
-        ):
-            return "Modbus link faulted"
+        kind, target = other.spec.kind, other.spec.target
+        if kind in DEVICE_COMM_FAULTS and target == cabinet_id:
+            return "device not communicating"
+        if kind in LINK_FAULTS and target == f"modbus:{cabinet_id}":
+            return "Modbus link to the device faulted"
     return ""
 
 
 async def _battery_fault(live: Live, run: FaultRun) -> None:
+    """Inject and time the safe state at the device; a late or missing reaction is excused only when the
+    edge was down or could not reach the device (a device or link fault the campaign injected)."""
     spec = run.spec
-    why = edge_cannot_act(live, spec.target)
-    if why:
-        run.exempt = why
+    if not live.supervisor.running(f"edge-{spec.target}"):
+        run.exempt = "edge down"
         await live.sim.set_fault(spec.target, spec.kind.value, spec.value)
-        run.note(f"simulator: {spec.kind.value} on {spec.target} ({spec.value}); not timed: {why}")
+        run.note(f"simulator: {spec.kind.value} on {spec.target} ({spec.value}); not timed: edge down")
         return
+    before = edge_cannot_act(live, spec.target)
     reaction = await inject_fault_and_probe(
         live.sim, live.clock, spec.target, spec.kind.value, spec.value, live.site.edge.cycle_ms
     )
@@ -140,6 +128,11 @@ async def _battery_fault(live: Live, run: FaultRun) -> None:
         f"simulator: {spec.kind.value} on {spec.target} ({spec.value}); the edge's safe state reached the "
         f"device after {shown}"
     )
+    late = reaction.reaction_ms is None or reaction.reaction_ms > 2 * live.site.edge.cycle_ms
+    why = before or edge_cannot_act(live, spec.target)
+    if late and why:
+        run.exempt = why
+        run.note(f"not judged: {why}")
 
 
 async def upload(live: Live, run: FaultRun) -> None:

@@ -9,16 +9,23 @@ from datetime import UTC, datetime
 
 from lab.demo.records import Sample
 from lab.soak.records import CentralState, FaultRun, PlanInfo
-from lab.soak.schedule import EVENTS
+from lab.soak.schedule import EVENTS, FaultKind
 from lab.soak.verdict import COST_VS_PLAN, Bounds, InvariantResult, plan_id_of
 
 
+def _central_side(fault: FaultRun) -> bool:
+    """Faults between the central and the edges: the edges keep running the plan they hold, so these
+    must not change the realised cost (the promise of distributed execution)."""
+    return fault.spec.kind is FaultKind.KILL_CENTRAL or fault.spec.target.startswith("opcua:")
+
+
 def fault_windows(faults: Sequence[FaultRun], settle_s: float, end_s: float) -> list[tuple[float, float]]:
-    """Where faults act (from start to end + settle), merged; events (uploads) are not faults."""
+    """Where faults act on execution (from start to end + settle), merged; events (uploads) and faults
+    between the central and the edges do not count."""
     spans = sorted(
         (f.started_at_s, (f.ended_at_s if f.ended_at_s is not None else f.started_at_s) + settle_s)
         for f in faults
-        if f.spec.kind not in EVENTS
+        if f.spec.kind not in EVENTS and not _central_side(f)
     )
     merged: list[tuple[float, float]] = []
     for start, end in spans:

@@ -33,7 +33,7 @@ from lab.soak import actions, invariants
 from lab.soak.links import ProxyThread
 from lab.soak.monitor import read_central_state, sample_resources
 from lab.soak.records import FaultRun, OperatorReset, PlanInfo, ProcessSpan, SoakRecord
-from lab.soak.schedule import CampaignSchedule, FaultKind, FaultSpec
+from lab.soak.schedule import BATTERY_FAULTS, CampaignSchedule, FaultKind, FaultSpec
 from lab.soak.sites import SiteViews
 from shared.clock import SimulatedClock
 from shared.dayahead import DayAhead
@@ -48,6 +48,7 @@ RESTART_READY_TIMEOUT_S = 30.0
 SETTLE_TIMEOUT_WALL_S = 20.0
 START_MARGIN_S = 60.0
 QUARTER_HOUR_S = 900.0
+OPERATOR_SEES = frozenset({*BATTERY_FAULTS, FaultKind.LIMIT_DERATE})  # alarms shown at the cabinet
 
 
 class CampaignFailedError(RuntimeError):
@@ -360,7 +361,8 @@ class Live:
     # ----------------------------------------------------------------------------------- operator
 
     async def _operator(self) -> None:
-        """Reset a tripped cabinet once nothing the campaign injected affects it any more."""
+        """Press reset on a tripped cabinet whose device shows no alarm; the edge itself refuses the reset
+        while a condition is still there in fresh data (a device it cannot read included)."""
         now_wall = time.monotonic()
         for cabinet_id in self.site.cabinet_ids:
             telemetry = self.observer.telemetry(cabinet_id)
@@ -368,12 +370,8 @@ class Live:
                 continue
             if now_wall - self._last_reset_wall.get(cabinet_id, 0.0) < RESET_EVERY_WALL_S:
                 continue
-            if any(
-                actions.cabinet_of(f.spec.target) in (cabinet_id, None)
-                and f.spec.kind.value != "kill_central"
-                for f in self._active
-            ):
-                continue
+            if any(f.spec.target == cabinet_id and f.spec.kind in OPERATOR_SEES for f in self._active):
+                continue  # the alarm is still on the operator's screen
             self._last_reset_wall[cabinet_id] = now_wall
             accepted, message = await self._reset(cabinet_id)
             self.record.resets.append(OperatorReset(self.clock.time_s(), cabinet_id, accepted, message[:200]))
