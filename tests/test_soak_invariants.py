@@ -91,6 +91,9 @@ def test_device_fault_safe_state() -> None:
     result = invariants.device_fault_safe_state([fast, slow, never], BOUNDS)
     assert not result.passed and "450 ms" in result.detail and "never" in result.detail
     assert result.first_violation_s == T0 + 10
+    not_injected = run(FaultKind.ALARM_BIT, "cab-1", T0, T0 + 600, failed="simulator refused set")
+    result = invariants.device_fault_safe_state([fast, not_injected], BOUNDS)
+    assert not result.passed and "NOT INJECTED" in result.detail
 
 
 def central_with(*plans: PlanInfo, pushes: tuple[PushInfo, ...] = ()) -> CentralState:

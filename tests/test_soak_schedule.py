@@ -103,3 +103,12 @@ def test_bad_schedule_files_are_refused(tmp_path: Path, content: str, message: s
     path.write_text(content, encoding="utf-8")
     with pytest.raises(ValueError, match=message):
         load_schedule(path)
+
+
+def test_alarm_values_are_evt1_alarms_the_edge_trips_on() -> None:
+    from lab.soak.schedule import EVT1_ALARMS
+    from shared.sunspec.layout import symbol_value
+
+    for name in EVT1_ALARMS:
+        assert 0 <= symbol_value(802, "Evt1", name) <= 31
+        assert not name.endswith("_WARNING")

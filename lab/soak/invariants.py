@@ -111,7 +111,8 @@ def _allowed_ms(fault: FaultRun, bounds: Bounds) -> float:
 def device_fault_safe_state(faults: Sequence[FaultRun], bounds: Bounds) -> InvariantResult:
     """Every battery fault the edge could act on reaches 0 W + DISCONNECT at the device within the bound."""
     battery = [f for f in faults if f.spec.kind in BATTERY_FAULTS]
-    judged = [f for f in battery if not f.exempt]
+    failed = [f for f in battery if f.failed]
+    judged = [f for f in battery if not f.exempt and not f.failed]
     late = [f for f in judged if f.reaction_ms is None or f.reaction_ms > _allowed_ms(f, bounds)]
     measured = sorted(f.reaction_ms for f in judged if f.reaction_ms is not None)
     exempt: dict[str, int] = {}
@@ -131,6 +132,10 @@ def device_fault_safe_state(faults: Sequence[FaultRun], bounds: Bounds) -> Invar
     )
     if exempt:
         detail += "; not judged: " + ", ".join(f"{n} x {why}" for why, n in sorted(exempt.items()))
+    if failed:
+        detail += "; NOT INJECTED: " + listed(
+            [f"{f.spec.kind.value} {f.spec.target}: {f.failed}" for f in failed]
+        )
     if late:
         detail += "; TOO LATE: " + listed(
             [
@@ -139,7 +144,8 @@ def device_fault_safe_state(faults: Sequence[FaultRun], bounds: Bounds) -> Invar
                 for f in late
             ]
         )
-    return InvariantResult(DEVICE_FAULT_SAFE_STATE, not late, detail, late[0].started_at_s if late else None)
+    first = min((f.started_at_s for f in (*late, *failed)), default=None)
+    return InvariantResult(DEVICE_FAULT_SAFE_STATE, not late and not failed, detail, first)
 
 
 # ----------------------------------------------------------------------------------------- schedules

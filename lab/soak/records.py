@@ -27,6 +27,7 @@ class FaultRun:
     reaction_ms: float | None = None  # battery faults: wall ms until the safe state reached the device
     reaction_at_device: bool = False  # timed by the simulator's own clock (else by the campaign's poll)
     exempt: str = ""  # why the safe-state bound does not apply (the edge could not reach the device, ...)
+    failed: str = ""  # the campaign could not inject or end the fault (why)
 
     def note(self, text: str) -> None:
         self.actions.append(text)

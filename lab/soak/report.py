@@ -82,6 +82,7 @@ def fault_details(record: SoakRecord, cabinet_ids: Sequence[str], grace_s: float
                 "reaction_ms": None if run.reaction_ms is None else round(run.reaction_ms, 1),
                 "reaction_timed_at_device": run.reaction_at_device,
                 "not_timed_because": run.exempt or None,
+                "failed": run.failed or None,
                 "actions": run.actions,
                 "modes": modes,
             }

@@ -266,7 +266,8 @@ class Live:
         try:
             await action
         except Exception as exc:  # a failed injection is recorded, never the end of the campaign
-            run.note(f"failed: {type(exc).__name__}: {exc}")
+            run.failed = f"{type(exc).__name__}: {exc}"[:200]
+            run.note(f"failed: {run.failed}")
 
     # ----------------------------------------------------------------------------------- processes
 

@@ -120,13 +120,15 @@ DURATIONS_S: Mapping[FaultKind, tuple[float, float]] = {
     FaultKind.LIMIT_DERATE: (15 * 60.0, 120 * 60.0),
 }
 
+# 802 Evt1 alarms (not *_WARNING bits, which the edge does not trip on) a BMS raises.
 EVT1_ALARMS = (
     "GROUND_FAULT",
-    "DC_OVER_VOLT",
     "OVER_TEMP_ALARM",
     "UNDER_VOLT_ALARM",
-    "DOOR_OPEN",
-    "FIRE_ALARM",
+    "OPEN_DOOR_ERROR",
+    "CONTACTOR_ERROR",
+    "FAN_ERROR",
+    "OVER_CHARGE_CURRENT_ALARM",
 )
 
 
