@@ -25,7 +25,11 @@ from lab.soak.schedule import (
 if TYPE_CHECKING:
     from lab.soak.runner import Live
 
-UPLOAD_RETRY_WALL_S = 1.0  # a trading system retries a refused connection this often (wall time)
+UPLOAD_RETRY_WALL_S = 1.0
+# An edge process needs this long after its start before its control loop runs (interpreter, OPC UA
+# server, first valid snapshot: measured up to 6 s on a loaded 2-core machine); its telemetry may still
+# come from the session to the killed process meanwhile.
+EDGE_START_WALL_S = 15.0  # a trading system retries a refused connection this often (wall time)
 DERATE = "derate"
 
 
@@ -97,7 +101,7 @@ def edge_cannot_act(live: Live, cabinet_id: str) -> str:
     telemetry = live.observer.telemetry(cabinet_id)
     if telemetry is None:
         return "edge not answering"
-    if telemetry.mode.value == "starting":
+    if telemetry.mode.value == "starting" or live.restarted_within(f"edge-{cabinet_id}", EDGE_START_WALL_S):
         return "edge starting"
     for other in live.active_faults():
         kind, target = other.spec.kind, other.spec.target

@@ -282,6 +282,11 @@ class Live:
         if started is not None:
             self.record.spans.append(ProcessSpan(name, started, self.clock.time_s()))
 
+    def restarted_within(self, name: str, wall_s: float) -> bool:
+        """True when child ``name`` was (re)started less than ``wall_s`` wall seconds ago."""
+        child = self.supervisor.children.get(name)
+        return child is not None and time.monotonic() - child.started_wall_s < wall_s
+
     def open_spans(self) -> list[ProcessSpan]:
         return [ProcessSpan(name, at_s, None) for name, at_s in self._started_at.items()]
 
