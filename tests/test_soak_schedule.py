@@ -54,7 +54,7 @@ def test_schedule_properties(seed: int, days: int) -> None:
             FaultKind.KILL_CENTRAL,
             FaultKind.KILL_EDGE,
         }
-    assert sum(1 for f in schedule.faults if f.kind is FaultKind.UPLOAD) == days - 1
+    assert sum(1 for f in schedule.faults if f.kind is FaultKind.UPLOAD) == days
 
 
 def test_an_edge_is_killed_while_the_central_is_down() -> None:

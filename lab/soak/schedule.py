@@ -432,7 +432,7 @@ def generate_schedule(seed: int, days: float, cabinet_ids: Sequence[str]) -> Cam
             if fault is not None and fault.end_s <= total_s:
                 day_faults.append(fault)
         faults += day_faults
-        faults += _uploads(rng, day, day_start, day_end, total_s)
+        faults += _uploads(rng, day, day_start, day_end)
     return CampaignSchedule(seed, days, tuple(cabinet_ids), tuple(sorted(_dedupe(faults), key=_order)))
 
 
@@ -446,13 +446,13 @@ def _dedupe(faults: Iterable[FaultSpec]) -> list[FaultSpec]:
     return result
 
 
-def _uploads(
-    rng: random.Random, day: int, day_start: float, day_end: float, total_s: float
-) -> list[FaultSpec]:
+def _uploads(rng: random.Random, day: int, day_start: float, day_end: float) -> list[FaultSpec]:
     """The next day's day-ahead around noon, and random re-uploads of the latest one with new prices."""
     events: list[FaultSpec] = []
     upload_at = day_start + rng.uniform(*UPLOAD_WINDOW_S)
-    if upload_at < day_end and day_start + DAY_S < total_s:
+    # Also on the last day: the campaign starts once every process runs (up to a quarter hour or more after
+    # the day-ahead's start), so it always ends a little into the next day.
+    if upload_at < day_end:
         events.append(FaultSpec(float(round(upload_at)), FaultKind.UPLOAD, "central", 0.0, day + 1))
     for _ in range(rng.randint(*REUPLOADS_PER_DAY)):
         at_s = rng.uniform(day_start + FIRST_FAULT_S, day_end - 30 * 60.0)
