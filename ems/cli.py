@@ -75,6 +75,7 @@ COMMANDS: tuple[Command, ...] = (
     Command("sim", "simulators.cli", Extra.EDGE, "run the SunSpec device simulators of a site"),
     Command("certs", "shared.cli_certs", Extra.BASE, "create the OPC UA keys and certificates of a site"),
     Command("demo", "lab.demo.cli", Extra.LAB, "run a simulated day of the whole site and report"),
+    Command("soak", "lab.soak.cli", Extra.LAB, "run a seeded fault campaign over simulated days"),
 )
 # ``ems bench`` subcommands.
 BENCHES: tuple[Command, ...] = (

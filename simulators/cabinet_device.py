@@ -20,6 +20,7 @@ simulated clock (deterministic tests).
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
@@ -144,6 +145,11 @@ class CabinetSimulator:
         self._revert_kw = 0.0
         self._setpoint_kw = 0.0
         self._image_stale = True
+        # When (time.monotonic(), system-wide) the device saw each fault set and the safe-state commands
+        # arrive, so a test measures a controller's reaction at the device, not at its own poll.
+        self.fault_set_mono_s: dict[str, float] = {}
+        self.disconnect_mono_s: float | None = None  # last SetOp DISCONNECT written
+        self.zero_setpoint_mono_s: float | None = None  # last WSet written 0 after a non-zero setpoint
         self._write_static_points()
         self._refresh_image()
 
@@ -182,7 +188,17 @@ class CabinetSimulator:
     def status(self) -> dict[str, Any]:
         """State and active faults, JSON-friendly (control interface)."""
         state = self.state
-        return {"kind": "cabinet", "state": state.__dict__, "faults": self.faults.active}
+        return {
+            "kind": "cabinet",
+            "state": state.__dict__,
+            "faults": self.faults.active,
+            "timing": {
+                "fault_set_mono_s": dict(self.fault_set_mono_s),
+                "disconnect_mono_s": self.disconnect_mono_s,
+                "zero_setpoint_mono_s": self.zero_setpoint_mono_s,
+                "setop_disconnected": not self._connected,
+            },
+        }
 
     # ---------------------------------------------------------------------------------- Modbus side
 
@@ -203,6 +219,7 @@ class CabinetSimulator:
         self.step(now_s)  # the old setpoint applies up to now
         self.image.apply_write(address, values)
         written = {point.name: raw for point, raw in changes}
+        before_kw = self._setpoint_kw
         if written.keys() & {"WSet", "WSetPct", "WSetRvrtTms"}:
             self._setpoint_written_s = self._watchdog_now(now_s)
             self._reverted = False
@@ -213,8 +230,15 @@ class CabinetSimulator:
         if "SetOp" in written:
             self._connected = written["SetOp"] == _CONNECT
         self._update_command()
+        self._note_safe_state(written, before_kw)
         self._image_stale = True
         return None
+
+    def _note_safe_state(self, written: dict[str, int], before_kw: float) -> None:
+        if "SetOp" in written and written["SetOp"] != _CONNECT:
+            self.disconnect_mono_s = time.monotonic()
+        if "WSet" in written and before_kw != 0.0 and self._setpoint_kw == 0.0:
+            self.zero_setpoint_mono_s = time.monotonic()
 
     # ---------------------------------------------------------------------------------- control logic
 
@@ -264,7 +288,16 @@ class CabinetSimulator:
         if deadline is not None and t >= deadline:
             self._standby = True
 
+    def set_soc_pct(self, soc_pct: float) -> None:
+        """Jump the state of charge to ``soc_pct`` now (the ``set_soc`` control request)."""
+        self.step(self._clock.time_s())
+        self.physics.set_soc_pct(soc_pct)
+        self._image_stale = True
+
     def _fault_changed(self, fault: FaultName, active: bool) -> None:
+        self.physics.limit_factor = self.faults.limit_factor
+        if active:
+            self.fault_set_mono_s[fault.value] = time.monotonic()
         if fault is FaultName.FREEZE and active:
             # Freeze the values of this moment, not those of the last read.
             self.step(self._clock.time_s())

@@ -4,6 +4,7 @@ Each request line gets one response line. Requests::
 
     {"cmd": "set", "device": "cab-1", "fault": "delay", "value": 200}
     {"cmd": "clear", "device": "cab-1", "fault": "delay"}      # "fault": "all" clears every fault
+    {"cmd": "set_soc", "device": "cab-1", "value": 40.0}       # the cabinet's SoC jumps to 40 %
     {"cmd": "status"}                                           # state and faults of every device
     {"cmd": "stats"}                                            # requests served, physics punctuality
     {"cmd": "ping"}
@@ -132,8 +133,10 @@ def _dispatch(target: ControlTarget, request: Mapping[str, Any]) -> dict[str, An
         return {"ok": True, **target.status()}
     if command == "stats":
         return {"ok": True, **target.stats()}
+    if command == "set_soc":
+        return _set_soc(target, request)
     if command not in ("set", "clear"):
-        raise ValueError(f"unknown cmd {command!r} (known: set, clear, status, stats, ping)")
+        raise ValueError(f"unknown cmd {command!r} (known: set, clear, set_soc, status, stats, ping)")
     device_name = request.get("device")
     fault = request.get("fault")
     if not isinstance(device_name, str) or not isinstance(fault, str):
@@ -150,6 +153,20 @@ def _dispatch(target: ControlTarget, request: Mapping[str, Any]) -> dict[str, An
         faults.clear(fault)
     log.info("control: %s %s %s -> active %s", command, device_name, fault, faults.active)
     return {"ok": True, "device": device_name, "faults": faults.active}
+
+
+def _set_soc(target: ControlTarget, request: Mapping[str, Any]) -> dict[str, Any]:
+    device_name, value = request.get("device"), request.get("value")
+    if not isinstance(device_name, str):
+        raise ValueError("'set_soc' needs a 'device' string")
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"'set_soc' needs a numeric 'value' (SoC %), got {value!r}")
+    setter = getattr(target.device(device_name), "set_soc_pct", None)
+    if setter is None:
+        raise ValueError(f"device {device_name!r} has no state of charge")
+    setter(float(value))
+    log.info("control: set_soc %s %.1f %%", device_name, value)
+    return {"ok": True, "device": device_name, "soc_pct": float(value)}
 
 
 def _encode(response: Mapping[str, Any]) -> bytes:

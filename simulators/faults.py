@@ -6,7 +6,8 @@ answered with that exception code), ``freeze`` (the register image stops updatin
 
 Cabinet faults: ``over_temperature`` (the cabinet reads the given temperature), ``cell_over_voltage`` and
 ``cell_under_voltage`` (the highest / lowest cell reads the given voltage), ``alarm_bit`` (an 802 ``Evt1``
-bit is set; several may be), ``state_fault`` (802 ``State`` = FAULT and the PCS stops).
+bit is set; several may be), ``state_fault`` (802 ``State`` = FAULT and the PCS stops), ``derate`` (the
+BMS limits ``WChaRteMax``/``WDisChaRteMax`` drop to the given share of the rating [%]).
 
 Every fault is set by calling its method and cleared with ``clear(name)`` or ``clear_all()``. A bad
 argument raises ``ValueError`` with one line saying why and changes nothing.
@@ -46,6 +47,7 @@ class FaultName(StrEnum):
     CELL_UNDER_VOLTAGE = "cell_under_voltage"
     ALARM_BIT = "alarm_bit"
     STATE_FAULT = "state_fault"
+    DERATE = "derate"
 
 
 COMM_FAULTS = (FaultName.NO_RESPONSE, FaultName.DELAY, FaultName.MODBUS_EXCEPTION, FaultName.FREEZE)
@@ -56,6 +58,7 @@ CABINET_FAULTS = (
     FaultName.CELL_UNDER_VOLTAGE,
     FaultName.ALARM_BIT,
     FaultName.STATE_FAULT,
+    FaultName.DERATE,
 )
 
 # Value of a fault: None (on/off fault), a number, or the set of injected alarm bits.
@@ -228,6 +231,13 @@ class CabinetFaults(CommFaults):
         """802 ``State`` reads FAULT and the PCS goes to 0 W until cleared."""
         self._set(FaultName.STATE_FAULT, None)
 
+    def derate(self, share_pct: float = 50.0) -> None:
+        """The BMS charge and discharge limits drop to ``share_pct`` % of what they would be (0-100)."""
+        value = _finite(share_pct, "derate share")
+        if not 0.0 <= value <= 100.0:
+            raise ValueError(f"derate share must be 0-100 %, got {share_pct}")
+        self._set(FaultName.DERATE, value)
+
     def _setters(self) -> dict[FaultName, Callable[[float | str | None], None]]:
         setters = super()._setters()
         setters.update(
@@ -247,6 +257,7 @@ class CabinetFaults(CommFaults):
                 FaultName.STATE_FAULT: lambda v: self._no_argument(
                     FaultName.STATE_FAULT, v, self.state_fault
                 ),
+                FaultName.DERATE: lambda v: self.derate(50.0 if v is None else _finite(v, "derate share")),
             }
         )
         return setters
@@ -271,6 +282,12 @@ class CabinetFaults(CommFaults):
         for bit in bits if isinstance(bits, frozenset) else ():
             mask |= 1 << bit
         return mask
+
+    @property
+    def limit_factor(self) -> float:
+        """Factor [0..1] on the BMS limits (1 without a ``derate`` fault)."""
+        share = self._number(FaultName.DERATE)
+        return 1.0 if share is None else share / 100.0
 
     @property
     def state_faulted(self) -> bool:

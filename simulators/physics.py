@@ -112,10 +112,17 @@ class BatteryPhysics:
         self.temperature_degc = params.ambient_temperature_degc
         self.charged_ac_kwh = 0.0  # AC energy absorbed, ever
         self.discharged_ac_kwh = 0.0  # AC energy delivered, ever
+        self.limit_factor = 1.0  # BMS derating on top of SoC and temperature (the ``derate`` fault)
 
     @property
     def soc_pct(self) -> float:
         return 100.0 * self.energy_kwh / self.params.capacity_kwh
+
+    def set_soc_pct(self, soc_pct: float) -> None:
+        """Move the stored energy to ``soc_pct`` (a BMS recalibration); counters and power are kept."""
+        if not (math.isfinite(soc_pct) and 0.0 <= soc_pct <= 100.0):
+            raise ValueError(f"SoC must be 0-100 %, got {soc_pct}")
+        self.energy_kwh = self.params.capacity_kwh * soc_pct / 100.0
 
     # ----------------------------------------------------------------------------------- limits
 
@@ -140,12 +147,13 @@ class BatteryPhysics:
     def charge_limit_kw(self, temperature_degc: float | None = None) -> float:
         """Present charge capability [kW] (SunSpec ``WChaRteMax``)."""
         temperature = self.temperature_degc if temperature_degc is None else temperature_degc
-        return self.params.charge_limit_kw * self.soc_charge_factor() * self.temperature_factor(temperature)
+        factor = self.soc_charge_factor() * self.temperature_factor(temperature) * self.limit_factor
+        return self.params.charge_limit_kw * factor
 
     def discharge_limit_kw(self, temperature_degc: float | None = None) -> float:
         """Present discharge capability [kW] (SunSpec ``WDisChaRteMax``)."""
         temperature = self.temperature_degc if temperature_degc is None else temperature_degc
-        factor = self.soc_discharge_factor() * self.temperature_factor(temperature)
+        factor = self.soc_discharge_factor() * self.temperature_factor(temperature) * self.limit_factor
         return self.params.discharge_limit_kw * factor
 
     # ----------------------------------------------------------------------------------- step

@@ -47,6 +47,16 @@ class CentralClient:
 
     async def upload(self, body: bytes) -> dict[str, Any]:
         """POST a JSON day-ahead and wait for the plan and push outcomes; the service's answer."""
+        status, answer = await self.upload_answer(body)
+        if status not in (200, 201, 202):
+            raise CentralError(f"upload refused with HTTP {status}: {str(answer)[:300]}")
+        return answer
+
+    async def upload_answer(self, body: bytes) -> tuple[int, dict[str, Any]]:
+        """POST a JSON day-ahead; the HTTP status and the JSON answer, whatever the status.
+
+        :class:`CentralError` only when there is no answer (connection refused or lost, timeout).
+        """
         try:
             response = await self._client.post(
                 "/api/v1/day-ahead",
@@ -56,10 +66,29 @@ class CentralClient:
             )
         except httpx.HTTPError as exc:
             raise CentralError(f"upload failed: {type(exc).__name__}: {exc}") from exc
-        if response.status_code not in (200, 201, 202):
-            raise CentralError(f"upload refused with HTTP {response.status_code}: {response.text[:300]}")
-        answer: dict[str, Any] = response.json()
-        return answer
+        try:
+            answer = response.json()
+        except ValueError:
+            answer = {"detail": response.text[:300]}
+        return response.status_code, answer if isinstance(answer, dict) else {"detail": answer}
+
+    async def reset_interlock(self, cabinet_id: str) -> tuple[int, dict[str, Any]]:
+        """``POST /api/v1/cabinets/{id}/reset-interlock``: the HTTP status and the JSON answer.
+
+        :class:`CentralError` when there is no answer.
+        """
+        try:
+            response = await self._client.post(
+                f"/api/v1/cabinets/{cabinet_id}/reset-interlock",
+                headers={"Authorization": f"Bearer {self._token}"},
+            )
+        except httpx.HTTPError as exc:
+            raise CentralError(f"reset failed: {type(exc).__name__}: {exc}") from exc
+        try:
+            answer = response.json()
+        except ValueError:
+            answer = {"detail": response.text[:300]}
+        return response.status_code, answer if isinstance(answer, dict) else {"detail": answer}
 
     async def latest_plan(self) -> Plan | None:
         try:

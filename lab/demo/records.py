@@ -60,6 +60,7 @@ class FaultReaction:
     zero_power_ms: float | None  # wall time from injection to |AC power| <= ZERO_POWER_KW at the device
     poll_period_ms: float  # how often the device was polled while waiting [ms]
     cycle_ms: float  # the edge's control cycle [ms]
+    at_device: bool = False  # reaction_ms from the simulator's own timestamps (else from the probe's poll)
 
     @property
     def reaction_cycles(self) -> float | None:

@@ -11,10 +11,11 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
+from typing import Any
 
 from lab.demo.edge_observer import EdgeObserver
 from lab.demo.records import OFFLINE, CabinetSample, FaultReaction, Sample
-from lab.demo.sim_client import CabinetTruth, SimControlClient, SimControlError, SiteTruth
+from lab.demo.sim_client import CabinetTruth, SimControlClient, SimControlError, SiteTruth, parse_status
 from shared.clock import Clock
 
 PROBE_POLL_MS = 10.0  # wall-clock period of the fault probe
@@ -79,24 +80,44 @@ async def inject_and_probe(
     sim: SimControlClient, clock: Clock, cabinet_id: str, temperature_degc: float, cycle_ms: float
 ) -> FaultReaction:
     """Inject an over-temperature on ``cabinet_id`` and time the interlock's reaction at the device."""
+    return await inject_fault_and_probe(
+        sim, clock, cabinet_id, "over_temperature", temperature_degc, cycle_ms
+    )
+
+
+async def inject_fault_and_probe(
+    sim: SimControlClient,
+    clock: Clock,
+    cabinet_id: str,
+    fault: str,
+    value: float | str | None,
+    cycle_ms: float,
+    timeout_s: float = PROBE_TIMEOUT_S,
+) -> FaultReaction:
+    """Inject simulator fault ``fault`` on ``cabinet_id`` and time the edge's safe state at the device."""
     try:
         before = (await sim.truth()).cabinets.get(cabinet_id)
     except SimControlError:
         before = None
     injected_at_s = clock.time_s()
     started = time.perf_counter()
-    await sim.set_fault(cabinet_id, "over_temperature", temperature_degc)
+    await sim.set_fault(cabinet_id, fault, value)
     reaction_ms: float | None = None
     zero_power_ms: float | None = None
-    deadline = started + PROBE_TIMEOUT_S
+    at_device = False
+    deadline = started + timeout_s
     while time.perf_counter() < deadline and (reaction_ms is None or zero_power_ms is None):
         try:
-            now = (await sim.truth()).cabinets[cabinet_id]
-        except (SimControlError, KeyError):
-            now = None
+            answer = await sim.request({"cmd": "status"})
+            now: CabinetTruth | None = parse_status(answer).cabinets[cabinet_id]
+            device_ms = device_reaction_ms(answer, cabinet_id, fault)
+        except (SimControlError, KeyError, TypeError, ValueError):
+            now, device_ms = None, None
         elapsed_ms = (time.perf_counter() - started) * 1000.0
-        if now is not None and reaction_ms is None and _safe_state_reached(before, now):
-            reaction_ms = elapsed_ms
+        if device_ms is not None and reaction_ms is None:
+            reaction_ms, at_device = device_ms, True
+        elif now is not None and reaction_ms is None and _safe_state_reached(before, now):
+            reaction_ms = elapsed_ms  # a simulator without timing: measured at this poll
         if now is not None and zero_power_ms is None and abs(now.power_kw) <= ZERO_POWER_KW:
             zero_power_ms = elapsed_ms
         await asyncio.sleep(PROBE_POLL_MS / 1000.0)
@@ -108,4 +129,27 @@ async def inject_and_probe(
         zero_power_ms=zero_power_ms,
         poll_period_ms=PROBE_POLL_MS,
         cycle_ms=cycle_ms,
+        at_device=at_device,
     )
+
+
+def device_reaction_ms(status: dict[str, Any], cabinet_id: str, fault: str) -> float | None:
+    """From the simulator's own clock: fault set -> first safe-state command (DISCONNECT, or WSet 0 after a
+    non-zero setpoint) the device received after it; 0 when the device was already disconnected by its
+    controller; None while there is none (or no timing reported)."""
+    timing = status["devices"][cabinet_id].get("timing")
+    if not isinstance(timing, dict):
+        return None
+    set_at = timing.get("fault_set_mono_s", {}).get(fault)
+    if not isinstance(set_at, float | int):
+        return None
+    disconnected_at = timing.get("disconnect_mono_s")
+    if (
+        timing.get("setop_disconnected")
+        and isinstance(disconnected_at, float | int)
+        and disconnected_at <= set_at
+    ):
+        return 0.0  # the controller had already disconnected the device: it was in the safe state
+    commands = [disconnected_at, timing.get("zero_setpoint_mono_s")]
+    after = [t for t in commands if isinstance(t, float | int) and t >= set_at]
+    return (min(after) - set_at) * 1000.0 if after else None
