@@ -267,3 +267,47 @@ def test_time_compression_shortens_the_comm_loss_recovery_in_wall_time(tmp_path:
     assert options.site.edge.comm_recovery_s == 3.0  # the site's own (default) value ...
     assert overrides["comm_recovery_s"] == COMM_RECOVERY_MAX_S == 0.5  # ... is 24 simulated minutes at 480x
     assert overrides["revert_timeout_s"] == 480.0
+
+
+# ----------------------------------------------------------------------------------------- start-up
+
+
+async def test_a_start_that_ends_after_the_day_began_is_repeated_with_a_longer_lead(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a busy machine the processes may come up only after the simulated day began; the demo then
+    starts them again (state forgotten) with a lead of at least 1.5 x the start-up it saw."""
+    import io
+    import time
+
+    from lab.demo import runner
+    from lab.demo.live import LateStartError
+    from lab.demo.progress import ProgressDisplay
+
+    leads: list[float] = []
+
+    class SlowOnce:
+        def __init__(self, setup: Any, *args: Any) -> None:
+            self.setup = setup
+
+        async def run(self) -> None:
+            leads.append(float(self.setup.clock.spec().rsplit(":", 1)[1]) - time.time())
+            if len(leads) == 1:
+                raise LateStartError(40.0)
+
+    options = resolve_options(EXAMPLE_SITE, EXAMPLE_DAYAHEAD, None, None, "normal", tmp_path / "out")
+    demo = runner.Demo(options, ProgressDisplay(io.StringIO()))
+    demo.paths.create()
+    stale = demo.paths.edge_state_dir / "cab-1.sqlite3"
+    stale.write_bytes(b"schedules of the failed start")
+    monkeypatch.setattr(runner, "LiveRun", SlowOnce)
+    site = load_site(EXAMPLE_SITE)
+    await demo._run_live(site, None, None, "token", ProcessSupervisor(tmp_path, tmp_path, {}))  # type: ignore[arg-type]
+    assert len(leads) == 2
+    assert leads[1] >= 1.5 * 40.0 - 1.0
+    assert not stale.exists()
+
+    monkeypatch.setattr(runner, "STARTUP_ATTEMPTS", 1)
+    leads.clear()
+    with pytest.raises(runner.DemoFailedError, match="after the day had begun"):
+        await demo._run_live(site, None, None, "token", ProcessSupervisor(tmp_path, tmp_path, {}))  # type: ignore[arg-type]

@@ -32,6 +32,14 @@ CENTRAL = "central"
 SIM = "sim"
 
 
+class LateStartError(RuntimeError):
+    """The processes came up after the simulated day had begun (a busy machine): run again, later."""
+
+    def __init__(self, startup_wall_s: float) -> None:
+        super().__init__(f"the processes took {startup_wall_s:.1f} s to start")
+        self.startup_wall_s = startup_wall_s
+
+
 class DemoFailedError(RuntimeError):
     """The demo cannot go on (a child failed, a service refused); the message says why in one line."""
 
@@ -107,6 +115,10 @@ class LiveRun:
                 await observer.hold_until(window.start)
             await self._wait_for(CENTRAL, self.central.healthy)
             await self._wait_for("the central's sessions to the edges", self.central.all_edges_connected)
+            if self.clock.now() >= window.start:
+                # The day would begin without a plan on the edges and the checks would judge the start-up,
+                # not the EMS: the runner starts again with a longer lead.
+                raise LateStartError(time.monotonic() - self.started_wall)
             await self._upload(1)
             self.record.startup_wall_s = time.monotonic() - self.started_wall
             await self._run_day()

@@ -36,8 +36,16 @@ from lab.demo.checks import (
     never_tripped,
     observation_grace_s,
 )
-from lab.demo.edge_observer import add_observer_identity
-from lab.demo.live import CENTRAL, SIM, DemoFailedError, LiveRun, LiveSetup, child_environment
+from lab.demo.edge_observer import ObserverCredentials, add_observer_identity
+from lab.demo.live import (
+    CENTRAL,
+    SIM,
+    DemoFailedError,
+    LateStartError,
+    LiveRun,
+    LiveSetup,
+    child_environment,
+)
 from lab.demo.options import DemoOptions, prepare_out_dir, truncate
 from lab.demo.processes import ChildFailedError, ProcessSupervisor
 from lab.demo.progress import ProgressDisplay
@@ -57,7 +65,7 @@ from lab.demo.sitecopy import DemoPaths, PortPicker, rewrite_site
 from shared.clock import SimulatedClock
 from shared.dayahead import DayAhead
 from shared.edge_api import EdgeMode
-from shared.opcua.pki import pki_layout, users_path
+from shared.opcua.pki import PkiLayout, pki_layout, users_path
 from shared.plan import Plan
 from shared.site import SiteConfig
 from shared.timeutil import format_utc
@@ -66,6 +74,8 @@ from shared.timeutil import format_utc
 # the interpreter cost an edge about 2 s of CPU on a small machine, so the lead grows with the cabinets.
 STARTUP_LEAD_BASE_S = 4.0
 STARTUP_LEAD_PER_PROCESS_S = 2.0
+# A start that ends after the day began is repeated with a longer lead this many times in all.
+STARTUP_ATTEMPTS = 3
 CERTS_TIMEOUT_S = 120.0
 DEVICE_WATCHDOG_WALL_S = 1.0  # device-side revert and heartbeat timeouts, in wall seconds
 OPCUA_RECONNECT_MAX_S = 1.0  # the central's reconnect backoff cap, in wall seconds
@@ -144,11 +154,8 @@ class Demo:
         layout = pki_layout(site)
         credentials = add_observer_identity(site, layout, users_path(site, layout), secrets.token_urlsafe(18))
         plan_task = asyncio.create_task(asyncio.to_thread(day_ahead_plan, site, window))
-        lead_s = STARTUP_LEAD_BASE_S + STARTUP_LEAD_PER_PROCESS_S * (len(site.cabinets) + 1)
-        clock = SimulatedClock(window.start, options.speed, time.time() + lead_s)
-        setup = LiveSetup(options, paths, site, clock, layout, credentials, api_token, self.period_s)
         try:
-            await LiveRun(setup, supervisor, self.display, self.record).run()
+            await self._run_live(site, layout, credentials, api_token, supervisor)
         finally:
             self.stop_children()
             plan = await plan_task
@@ -197,6 +204,45 @@ class Demo:
                 )
             },
         }
+
+    async def _run_live(
+        self,
+        site: SiteConfig,
+        layout: PkiLayout,
+        credentials: ObserverCredentials,
+        api_token: str,
+        supervisor: ProcessSupervisor,
+    ) -> None:
+        """Start the processes and run the day; when they come up only after the day began (a busy
+        machine), stop them and start again with a longer lead, at most STARTUP_ATTEMPTS times."""
+        options, window = self.options, self.options.dayahead
+        lead_s = STARTUP_LEAD_BASE_S + STARTUP_LEAD_PER_PROCESS_S * (len(site.cabinets) + 1)
+        for attempt in range(1, STARTUP_ATTEMPTS + 1):
+            clock = SimulatedClock(window.start, options.speed, time.time() + lead_s)
+            setup = LiveSetup(options, self.paths, site, clock, layout, credentials, api_token, self.period_s)
+            try:
+                await LiveRun(setup, supervisor, self.display, self.record).run()
+                return
+            except LateStartError as late:
+                if attempt == STARTUP_ATTEMPTS:
+                    raise DemoFailedError(f"{late}, after the day had begun, {attempt} times") from None
+                lead_s = max(2.0 * lead_s, 1.5 * late.startup_wall_s)
+                self.display.message(
+                    f"{late}, after the day had begun (a busy machine): starting again, "
+                    f"with {lead_s:.0f} s for the processes to come up"
+                )
+                self.stop_children()
+                self._forget_state()
+
+    def _forget_state(self) -> None:
+        """Remove what a failed start left (the central's upload, the edges' schedules), so the next
+        attempt starts as the first did."""
+        for path in (self.paths.edge_state_dir, self.paths.central_database.parent):
+            for file in path.glob("*.sqlite3*"):
+                file.unlink(missing_ok=True)
+        self.record.samples.clear()
+        self.record.events.clear()
+        self.record.fault_reactions.clear()
 
     def stop_children(self) -> None:
         if self.supervisor is not None:
