@@ -33,6 +33,20 @@ def register(subparsers: Any) -> None:
     parser.set_defaults(handler=run)
 
 
+# Libraries whose INFO (and asyncua's WARNING) lines are protocol chatter for an operator: APScheduler logs
+# every job run, asyncua every publish callback and every refused reconnect. The service logs what matters
+# itself (one line per upload, plan, push round, reset, connect and disconnect). `ems -v` shows them all.
+QUIET_LOGGERS = {"apscheduler": logging.WARNING, "asyncua": logging.ERROR}
+
+
+def quiet_libraries() -> None:
+    """Raise the chatty libraries' log levels, unless debug logging is on."""
+    if logging.getLogger().isEnabledFor(logging.DEBUG):
+        return
+    for name, level in QUIET_LOGGERS.items():
+        logging.getLogger(name).setLevel(level)
+
+
 def run(args: argparse.Namespace) -> int:
     from shared.site import load_site
 
@@ -44,10 +58,7 @@ async def _serve(site: SiteConfig, clock: Clock) -> int:
     from central.service.app import CentralService, ServiceConfig
     from shared.errors import InputError
 
-    # APScheduler logs every job run at INFO (several per second at high clock speeds); the service logs
-    # what matters itself.
-    if not logging.getLogger().isEnabledFor(logging.DEBUG):
-        logging.getLogger("apscheduler").setLevel(logging.WARNING)
+    quiet_libraries()
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     signals = (signal.SIGINT, signal.SIGTERM)

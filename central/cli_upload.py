@@ -4,8 +4,9 @@ The file goes to ``POST /api/v1/day-ahead`` byte for byte (the service validates
 for the resulting plan and prints its summary and the push outcome of every edge.
 
 Exit status: 0 plan made and accepted by every edge; 1 the upload was stored but the plan failed, is still
-being made, or an edge did not accept it, or the service could not be reached; 2 the upload was refused
-(every problem is printed with its row or field) or the command line is wrong.
+being made, a newer upload superseded it before its run, or an edge did not accept it, or the service
+could not be reached; 2 the upload was refused (every problem is printed with its row or field) or the
+command line is wrong.
 """
 
 from __future__ import annotations
@@ -13,14 +14,12 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 from pathlib import Path
 from typing import Any
 
-DEFAULT_URL = "http://127.0.0.1:8080"
-URL_ENV = "EMS_CENTRAL_URL"
-TOKEN_ENV = "EMS_API_TOKEN"
+from central.cli_http import add_service_options, no_token_message, response_json, service_target
+
 CONTENT_TYPES = {".json": "application/json", ".csv": "text/csv"}
 
 
@@ -34,16 +33,7 @@ def register(subparsers: Any) -> None:
         "the service is unreachable; 2 refused (problems printed) or bad arguments.",
     )
     parser.add_argument("file", type=Path, help="day-ahead file, .json or .csv")
-    parser.add_argument(
-        "--url",
-        help=f"service base URL (default: ${URL_ENV}, else from --site, else {DEFAULT_URL})",
-    )
-    parser.add_argument(
-        "--token", help=f"API bearer token (default: ${TOKEN_ENV}, else [central] api_token of --site)"
-    )
-    parser.add_argument(
-        "--site", type=Path, help="site file: take the URL and token from its [central] table"
-    )
+    add_service_options(parser)
     parser.add_argument(
         "--timeout-s", type=float, default=120.0, help="how long to wait for the plan [s] (default 120)"
     )
@@ -67,12 +57,9 @@ def run(args: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"error: {path}: cannot read: {exc.strerror or exc}", file=sys.stderr)
         return 2
-    url, token = _target(args)
+    url, token = service_target(args)
     if not token:
-        print(
-            f"error: no API token: give --token, set ${TOKEN_ENV}, or --site with [central] api_token",
-            file=sys.stderr,
-        )
+        print(no_token_message(), file=sys.stderr)
         return 2
     if not args.timeout_s > 0:
         print("error: --timeout-s must be > 0", file=sys.stderr)
@@ -88,31 +75,11 @@ def run(args: argparse.Namespace) -> int:
     except httpx.HTTPError as exc:
         print(f"error: cannot reach the central service at {endpoint}: {exc}", file=sys.stderr)
         return 1
-    answer = _json(response)
+    answer = response_json(response)
     code = _report(path, response.status_code, answer)
     if args.json:
         print(json.dumps(answer))
     return code
-
-
-def _target(args: argparse.Namespace) -> tuple[str, str | None]:
-    url: str | None = args.url or os.environ.get(URL_ENV)
-    token: str | None = args.token or os.environ.get(TOKEN_ENV)
-    if args.site is not None and (url is None or token is None):
-        from shared.site import load_site
-
-        site = load_site(args.site)  # InputError: printed by `ems`, exit 2
-        url = url or f"http://{site.central.http_address}"
-        token = token or site.central.api_token
-    return url or DEFAULT_URL, token
-
-
-def _json(response: Any) -> dict[str, Any]:
-    try:
-        data = response.json()
-    except ValueError:
-        return {"detail": response.text.strip()[:200] or f"HTTP {response.status_code}"}
-    return data if isinstance(data, dict) else {"detail": str(data)}
 
 
 def _report(path: Path, status: int, answer: dict[str, Any]) -> int:
@@ -131,6 +98,9 @@ def _report(path: Path, status: int, answer: dict[str, Any]) -> int:
         f"{upload['interval_minutes']} min from {upload['start']} to {upload['end']}"
     )
     run = answer.get("run")
+    if answer.get("planning") == "superseded":
+        print(f"plan: none for this upload: superseded by {answer.get('superseded_by')} before its run")
+        return 1
     if run is None:
         print("plan: still being made; see GET /api/v1/plan/latest")
         return 1

@@ -1,8 +1,11 @@
 """``CentralService``: store, state, edge fleet, scheduler jobs and the HTTP API in one asyncio process.
 
-Start order: database (and restore of the latest upload, plan and push outcomes), edge fleet, scheduler,
-HTTP server; stop order is the reverse. ``async with CentralService(...) as service`` runs it;
-:meth:`CentralService.wait_stopped` blocks until :meth:`CentralService.request_stop`.
+Start order: the HTTP socket is bound first (a busy port stops the start before anything else happens),
+then the database (and restore of the latest upload, plan and push outcomes), edge fleet, planning queue
+(which first recovers: optimizes the active upload if it has no plan, else resumes the stored plan),
+scheduler, and the HTTP server on the bound socket; stop order is the reverse.
+``async with CentralService(...) as service`` runs it; :meth:`CentralService.wait_stopped` blocks until
+:meth:`CentralService.request_stop`.
 """
 
 from __future__ import annotations
@@ -22,14 +25,18 @@ from pathlib import Path
 
 import uvicorn
 
+from central.service.health import HealthSnapshot, findings
+from central.service.intake import check_timing
 from central.service.interfaces import Fleet, Optimizer, dispatch_optimizer
-from central.service.jobs import TRIGGER_UPLOAD, CentralJobs, Planner
+from central.service.jobs import CentralJobs
 from central.service.metrics import CONTENT_TYPE, Metrics, Snapshot, render
-from central.service.state import RunResult, ServiceState
+from central.service.planner import Planner
+from central.service.queue import PlanQueue
+from central.service.state import RunResult, RunTrigger, ServiceState, UploadOutcome
 from central.service.store import Store, StoredUpload
 from shared.clock import Clock
 from shared.dayahead import check_against_site, parse_dayahead
-from shared.edge_api import EdgeTelemetry
+from shared.edge_api import Decision, EdgeTelemetry
 from shared.errors import ConfigError, Problem, UploadError
 from shared.site import SiteConfig, parse_host_port
 from shared.timeutil import format_utc
@@ -83,10 +90,10 @@ def is_loopback(host: str) -> bool:
 
 @dataclass(frozen=True)
 class AcceptedUpload:
-    """An upload that was stored, and the optimization run it started."""
+    """An upload that was stored (and queued for planning), and what will become of it."""
 
     upload: StoredUpload
-    run: asyncio.Future[RunResult]
+    outcome: asyncio.Future[UploadOutcome]
 
 
 class CentralService:
@@ -110,6 +117,7 @@ class CentralService:
         self._store: Store | None = None
         self._fleet: Fleet | None = None
         self._jobs: CentralJobs | None = None
+        self._queue: PlanQueue | None = None
         self._http_port = config.http_port
         self._stopped = asyncio.Event()
         self._upload_lock = asyncio.Lock()
@@ -136,6 +144,12 @@ class CentralService:
     async def _start(self, stack: AsyncExitStack) -> None:
         from central.edge_link import EdgeFleet
 
+        # First, so that a second service on the same port stops here, before it touches the database
+        # or connects to any edge.
+        sock = _listen(self.config.http_host, self.config.http_port)
+        stack.callback(sock.close)
+        self._http_port = int(sock.getsockname()[1])
+
         store = await asyncio.to_thread(Store, self.config.database_path)
         stack.callback(store.close)
         self._store = store
@@ -161,10 +175,23 @@ class CentralService:
             fleet=live_fleet,
             optimizer=self._optimizer,
         )
+        queue = PlanQueue(
+            planner=planner,
+            store=store,
+            state=self.state,
+            metrics=self.metrics,
+            fleet=live_fleet,
+            clock=self.clock,
+            first_contact_wait_s=self.site.opcua.request_timeout_s,
+        )
+        queue.start()
+        stack.push_async_callback(queue.stop)
+        self._queue = queue
         jobs = CentralJobs(
             site=self.site,
             clock=self.clock,
             planner=planner,
+            queue=queue,
             store=store,
             state=self.state,
             fleet=live_fleet,
@@ -173,11 +200,11 @@ class CentralService:
         stack.push_async_callback(jobs.shutdown)
         self._jobs = jobs
 
-        await self._start_http(stack)
+        await self._start_http(stack, sock)
         if self.config.api_token is None:
             log.warning(
                 "no API token ([central] api_token or $%s):"
-                " every write endpoint (upload, optimize) is refused",
+                " every write endpoint (upload, optimize, reset-interlock) is refused",
                 API_TOKEN_ENV,
             )
         log.info(
@@ -189,11 +216,9 @@ class CentralService:
             _clock_name(self.clock),
         )
 
-    async def _start_http(self, stack: AsyncExitStack) -> None:
+    async def _start_http(self, stack: AsyncExitStack, sock: socket.socket) -> None:
         from central.service.api import create_app
 
-        sock = _listen(self.config.http_host, self.config.http_port)
-        self._http_port = int(sock.getsockname()[1])
         config = uvicorn.Config(
             create_app(self),
             log_config=None,
@@ -211,8 +236,6 @@ class CentralService:
                 await asyncio.wait_for(task, timeout=HTTP_SHUTDOWN_TIMEOUT_S + 3.0)
             except (TimeoutError, asyncio.CancelledError):
                 task.cancel()
-            finally:
-                sock.close()
 
         stack.push_async_callback(stop)
         while not server.started:
@@ -257,20 +280,47 @@ class CentralService:
             raise RuntimeError("the service is not running")
         return self._jobs
 
+    @property
+    def queue(self) -> PlanQueue:
+        if self._queue is None:
+            raise RuntimeError("the service is not running")
+        return self._queue
+
+    @property
+    def recovery(self) -> str:
+        """What the planning queue did at start about the stored upload and plan."""
+        return self.queue.recovery
+
     def telemetry(self) -> Mapping[str, EdgeTelemetry | None]:
         return self.fleet.telemetry()
 
     def connected(self) -> Mapping[str, bool]:
         return self.fleet.connected()
 
-    def metrics_text(self) -> str:
-        snapshot = Snapshot(
+    def health_snapshot(self) -> HealthSnapshot:
+        return HealthSnapshot(
+            now=self.clock.now(),
+            upload=self.state.upload,
             plan=self.state.plan,
+            last_run=self.state.last_run,
             push=self.state.push_outcomes(),
             connected=self.connected(),
+            connection_errors=self.fleet.last_errors(),
             telemetry=self.telemetry(),
             jobs=self.state.jobs(),
             cabinet_ids=tuple(self.site.cabinet_ids),
+        )
+
+    def metrics_text(self) -> str:
+        health = self.health_snapshot()
+        snapshot = Snapshot(
+            plan=health.plan,
+            push=health.push,
+            connected=health.connected,
+            telemetry=health.telemetry,
+            jobs=health.jobs,
+            cabinet_ids=health.cabinet_ids,
+            findings=tuple(findings(health)),
         )
         return render(self.metrics, snapshot)
 
@@ -280,7 +330,8 @@ class CentralService:
     # ----------------------------------------------------------------------------------------- writes
 
     async def accept_upload(self, raw: bytes, fmt: str) -> AcceptedUpload:
-        """Validate and store a day-ahead upload, make it the active one, and start an optimization.
+        """Validate and store a day-ahead upload, make it the active one, and queue its optimization
+        (the intent is stored with the upload: it survives a crash).
 
         Raises :class:`UploadError` (with the row or field) for a bad upload; nothing is stored then and
         the active upload and plan are unchanged.
@@ -292,18 +343,21 @@ class CentralService:
                     raise UploadError("upload", [Problem("", f"larger than {MAX_UPLOAD_BYTES} bytes")])
                 dayahead = await asyncio.to_thread(parse_dayahead, raw, fmt, "upload")
                 check_against_site(dayahead, self.site, "upload")
-                if dayahead.end <= now:
-                    covers = f"{format_utc(dayahead.start)} to {format_utc(dayahead.end)}"
-                    over = f"the upload covers {covers}, which is over (now {format_utc(now)})"
-                    raise UploadError("upload", [Problem("start", over)])
+                check_timing(dayahead, now, self.site.central)
             except UploadError as exc:
                 self.metrics.upload(False)
                 log.warning("upload refused: %s", "; ".join(exc.lines()))
                 raise
             upload_id = f"upload-{now:%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"
-            stored = await asyncio.to_thread(self.store.add_upload, upload_id, now, fmt, raw, dayahead)
+            outcome = self.queue.expect_upload(upload_id)
+            try:
+                stored = await asyncio.to_thread(self.store.add_upload, upload_id, now, fmt, raw, dayahead)
+            except BaseException:
+                self.queue.forget_upload(upload_id)
+                raise
             self.state.set_upload(stored)
             self.metrics.upload(True)
+            self.queue.upload_stored()
             log.info(
                 "upload %s accepted (%s): %d intervals of %d min from %s to %s",
                 upload_id,
@@ -313,10 +367,32 @@ class CentralService:
                 format_utc(dayahead.start),
                 format_utc(dayahead.end),
             )
-            return AcceptedUpload(stored, self.jobs.request_run(TRIGGER_UPLOAD))
+            return AcceptedUpload(stored, outcome)
 
-    def request_optimization(self, trigger: str) -> asyncio.Future[RunResult]:
-        return self.jobs.request_run(trigger)
+    def request_optimization(self, trigger: RunTrigger) -> asyncio.Future[RunResult]:
+        return self.queue.request(trigger)
+
+    async def reset_interlock(self, cabinet_id: str, requested_by: str) -> Decision:
+        """The edge's answer to ``ResetInterlock``, logged with who asked; ``KeyError`` for an unknown
+        cabinet, ``EdgeUnreachableError`` when the edge cannot be asked."""
+        from central.edge_link import EdgeUnreachableError
+
+        try:
+            decision = await self.fleet.reset_interlock(cabinet_id)
+        except EdgeUnreachableError as exc:
+            self.metrics.reset(cabinet_id, "unreachable")
+            log.warning("reset-interlock of %s asked by %s: not sent: %s", cabinet_id, requested_by, exc)
+            raise
+        result = "accepted" if decision.accepted else "refused"
+        self.metrics.reset(cabinet_id, result)
+        log.info(
+            "reset-interlock of %s asked by %s: %s by the edge: %s",
+            cabinet_id,
+            requested_by,
+            result,
+            decision.message,
+        )
+        return decision
 
     def next_run_times(self) -> dict[str, datetime | None]:
         return self.jobs.next_run_times()

@@ -1,7 +1,7 @@
 """What the service needs from the optimizer and from the edge fleet.
 
 The production implementations are :func:`dispatch_optimizer` (``central.dispatch``) and
-``central.edge_link.EdgeFleet``; they are imported lazily so the service modules load without the solver.
+``central.edge_link.EdgeFleet``; tests pass their own optimizer to see failures.
 """
 
 from __future__ import annotations
@@ -10,8 +10,9 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Protocol
 
+from central.edge_link.outcome import PushStatus
 from shared.dayahead import DayAhead
-from shared.edge_api import EdgeTelemetry
+from shared.edge_api import Decision, EdgeTelemetry
 from shared.plan import Plan
 from shared.site import SiteConfig
 
@@ -23,7 +24,7 @@ class PushOutcomeLike(Protocol):
     def cabinet_id(self) -> str: ...
 
     @property
-    def status(self) -> str: ...  # "accepted" | "refused" | "unreachable"
+    def status(self) -> PushStatus: ...
 
     @property
     def message(self) -> str: ...
@@ -47,7 +48,19 @@ class Fleet(Protocol):
 
     def connected(self) -> Mapping[str, bool]: ...
 
+    def last_errors(self) -> Mapping[str, str]:
+        """Why each edge is not connected ("" when it is)."""
+        ...
+
+    async def wait_first_contact(self, timeout_s: float) -> bool:
+        """Until every edge was tried once since the start (connected or refused); False on timeout."""
+        ...
+
     def last_outcomes(self) -> Mapping[str, PushOutcomeLike]: ...
+
+    async def reset_interlock(self, cabinet_id: str) -> Decision:
+        """The edge's answer to ``ResetInterlock``; ``EdgeUnreachableError`` when it cannot be asked."""
+        ...
 
 
 class Optimizer(Protocol):
