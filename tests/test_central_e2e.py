@@ -175,7 +175,8 @@ async def test_an_edge_down_does_not_stop_the_others(edges: Edges, tmp_path: Pat
             health = (await client.get("/healthz")).json()
             assert health["status"] == "degraded"
             # An unreachable edge is named as such (not also as one that did not accept the plan).
-            assert [(r["reason"], r["cabinet_id"]) for r in health["reasons"]] == [("edge_unreachable", "cab-2")]
+            found = [(r["reason"], r["cabinet_id"]) for r in health["reasons"]]
+            assert found == [("edge_unreachable", "cab-2")]
             assert health["problems"][0].startswith("edge cab-2 unreachable: ")
         finally:
             # The edge comes back: it gets the active plan without a new upload, and that is recorded.
