@@ -159,7 +159,13 @@ class CentralJobs:
     async def _reoptimize_once(self) -> tuple[bool, str]:
         # A run fails when no plan was made. An edge that did not take the plan is shown live in the
         # status instead: it may still get the plan from the fleet's re-push, and then the problem is gone.
-        result = await self._queue.request(RunTrigger.SCHEDULE)
+        try:
+            result = await self._queue.request(RunTrigger.SCHEDULE)
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise
+            return False, "cancelled: the service is stopping"  # the queue dropped the request
         return result.ok, result.message
 
     async def _sample_telemetry(self) -> None:
