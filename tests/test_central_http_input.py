@@ -14,7 +14,7 @@ import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -173,6 +173,30 @@ def test_arbitrary_json_in_any_field_never_gets_a_5xx(
     if answer.status_code == 202:  # accepted: it starts within the window around the service's now
         start = parse_utc(answer.json()["upload"]["start"])
         assert NOW - timedelta(days=2, seconds=5) <= start <= NOW + timedelta(days=14, seconds=5), start
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    start=st.one_of(
+        st.datetimes(timezones=st.just(UTC)),
+        st.datetimes(
+            min_value=datetime(2026, 11, 1), max_value=datetime(2026, 12, 31), timezones=st.just(UTC)
+        ),
+    )
+)
+def test_any_start_is_refused_naming_it_or_lies_within_the_window(service: Served, start: datetime) -> None:
+    body = body_with("start", json.dumps(format_utc(start)))
+    headers = {**AUTH, "Content-Type": "application/json"}
+    assert service.client is not None
+    answer = service.client.post("/api/v1/day-ahead", content=body, headers=headers, params={"wait": "false"})
+    now = service.service.clock.now()
+    inside = now - timedelta(days=2) <= start <= now + timedelta(days=14) and start + timedelta(days=1) > now
+    if answer.status_code == 202:
+        assert inside or abs((start - now).total_seconds()) < 5  # the clock ran on between the two reads
+    else:
+        assert answer.status_code == 422, answer.text
+        assert answer.json()["problems"][0]["location"] == "start"
+        assert not inside or abs((start - now).total_seconds()) < 5
 
 
 def test_no_request_of_the_fuzzing_was_an_internal_error(service: Served) -> None:
