@@ -232,6 +232,10 @@ def test_sigkill_with_uploads_queued_loses_nothing_and_plans_the_newest_at_resta
         plan: dict[str, Any] = latest.json()
         status = httpx.get(f"{url}/api/v1/status", timeout=5).json()
         assert "active_upload_without_plan" not in {r["reason"] for r in status["reasons"]}
+        while status["recovery"].startswith("optimizing the active upload"):  # its push round ends
+            assert time.monotonic() - restarted_at < 60.0
+            time.sleep(0.05)
+            status = httpx.get(f"{url}/api/v1/status", timeout=5).json()
         assert status["recovery"] == "optimized the active upload at start"
         with sqlite3.connect(database) as conn:
             after = {row[0]: (row[1], row[2]) for row in conn.execute(

@@ -11,21 +11,19 @@ scheduler, and the HTTP server on the bound socket; stop order is the reverse.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ipaddress
 import logging
 import os
 import socket
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-import uvicorn
-
 from central.service.health import HealthSnapshot, findings
+from central.service.http_server import listen, serve_http
 from central.service.intake import check_timing
 from central.service.interfaces import Fleet, Optimizer, dispatch_optimizer
 from central.service.jobs import CentralJobs
@@ -45,7 +43,6 @@ log = logging.getLogger(__name__)
 
 API_TOKEN_ENV = "EMS_API_TOKEN"
 MAX_UPLOAD_BYTES = 8 * 1024 * 1024  # two weeks of minute values fit in well under 2 MiB
-HTTP_SHUTDOWN_TIMEOUT_S = 2
 
 
 @dataclass(frozen=True)
@@ -146,7 +143,7 @@ class CentralService:
 
         # First, so that a second service on the same port stops here, before it touches the database
         # or connects to any edge.
-        sock = _listen(self.config.http_host, self.config.http_port)
+        sock = listen(self.config.http_host, self.config.http_port)
         stack.callback(sock.close)
         self._http_port = int(sock.getsockname()[1])
 
@@ -219,30 +216,7 @@ class CentralService:
     async def _start_http(self, stack: AsyncExitStack, sock: socket.socket) -> None:
         from central.service.api import create_app
 
-        config = uvicorn.Config(
-            create_app(self),
-            log_config=None,
-            log_level="warning",
-            access_log=False,
-            lifespan="off",
-            timeout_graceful_shutdown=HTTP_SHUTDOWN_TIMEOUT_S,
-        )
-        server = _EmbeddedServer(config)
-        task = asyncio.create_task(server.serve(sockets=[sock]), name="central-http")
-
-        async def stop() -> None:
-            server.should_exit = True
-            try:
-                await asyncio.wait_for(task, timeout=HTTP_SHUTDOWN_TIMEOUT_S + 3.0)
-            except (TimeoutError, asyncio.CancelledError):
-                task.cancel()
-
-        stack.push_async_callback(stop)
-        while not server.started:
-            if task.done():
-                task.result()  # raises what stopped it
-                raise RuntimeError("the HTTP server stopped during start")
-            await asyncio.sleep(0.01)
+        await serve_http(create_app(self), sock, stack)
 
     def request_stop(self) -> None:
         self._stopped.set()
@@ -413,33 +387,6 @@ class CentralService:
             log.info(
                 "restored plan %s (%s, from %s)", plan.plan.plan_id, plan.plan.status.value, plan.trigger
             )
-
-
-class _EmbeddedServer(uvicorn.Server):
-    """uvicorn's server without its signal handling: the ``ems central`` process owns the signals."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
-
-
-def _listen(host: str, port: int) -> socket.socket:
-    """Bind the HTTP socket here, so a busy port is a clear error rather than uvicorn's sys.exit."""
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-    except socket.gaierror as exc:
-        raise OSError(f"HTTP address {host}:{port}: {exc.strerror}") from exc
-    family, kind, proto, _, address = infos[0]
-    sock = socket.socket(family, kind, proto)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(address)
-        sock.listen(128)
-        sock.setblocking(False)
-    except OSError as exc:
-        sock.close()
-        raise OSError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
-    return sock
 
 
 def _clock_name(clock: Clock) -> str:

@@ -159,13 +159,7 @@ class CentralJobs:
     async def _reoptimize_once(self) -> tuple[bool, str]:
         # A run fails when no plan was made. An edge that did not take the plan is shown live in the
         # status instead: it may still get the plan from the fleet's re-push, and then the problem is gone.
-        try:
-            result = await self._queue.request(RunTrigger.SCHEDULE)
-        except asyncio.CancelledError:
-            task = asyncio.current_task()
-            if task is not None and task.cancelling():
-                raise
-            return False, "cancelled: the service is stopping"  # the queue dropped the request
+        result = await self._queue.request(RunTrigger.SCHEDULE)  # cancelled when the service stops
         return result.ok, result.message
 
     async def _sample_telemetry(self) -> None:
@@ -209,8 +203,11 @@ class CentralJobs:
         try:
             ok, message = await work()
         except asyncio.CancelledError:
+            # Only a stopping service cancels a job. Ending the job here (rather than re-raising) keeps
+            # APScheduler from logging the cancellation as an exception with a traceback.
             self._state.job_finished(name, self._clock.now(), False, "cancelled (service stopping)")
-            raise
+            log.debug("job %s cancelled: the service is stopping", name)
+            return
         except Exception as exc:
             log.debug("job %s failed", name, exc_info=True)
             ok, message = False, f"failed: {reason(exc)}"

@@ -60,7 +60,7 @@ class PlanQueue:
         self._upload_waiters: dict[str, list[asyncio.Future[UploadOutcome]]] = {}
         self._requests: list[tuple[RunTrigger, asyncio.Future[RunResult]]] = []
         self._task: asyncio.Task[None] | None = None
-        self.recovery = "not started"  # what the start-up did, for the status endpoint
+        self.recovery = "starting"  # what the start-up does or did, for the status endpoint
 
     # ------------------------------------------------------------------------------------- life cycle
 
@@ -137,6 +137,7 @@ class PlanQueue:
             record = await asyncio.to_thread(self._store.upload_record, active.upload_id)
             if record is not None and record.planning is UploadPlanning.FAILED:
                 await asyncio.to_thread(self._store.set_planning, active.upload_id, UploadPlanning.PENDING)
+            self.recovery = f"optimizing the active upload {active.upload_id} first: it has no plan yet"
             log.info("the active upload %s has no plan yet: optimizing it first", active.upload_id)
             await self._await_first_contact()
         await self._drain()

@@ -21,167 +21,41 @@ import sqlite3
 import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 from central.edge_link.outcome import PushStatus
+from central.service.records import (
+    Claim,
+    PushRecord,
+    StoredPlan,
+    StoredUpload,
+    TelemetrySample,
+    UploadPlanning,
+    UploadRecord,
+)
+from central.service.schema import MIGRATE_1_TO_2, SCHEMA, SCHEMA_VERSION
 from shared.dayahead import DayAhead, parse_dayahead_json
 from shared.errors import InputError
 from shared.plan import Plan, PlanStatus
 from shared.timeutil import ensure_utc, parse_utc
 
-SCHEMA_VERSION = 2
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS uploads (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    upload_id TEXT NOT NULL UNIQUE,
-    received_at TEXT NOT NULL,
-    source_format TEXT NOT NULL CHECK (source_format IN ('json', 'csv')),
-    start TEXT NOT NULL,
-    interval_minutes INTEGER NOT NULL,
-    steps INTEGER NOT NULL,
-    sha256 TEXT NOT NULL,
-    raw BLOB NOT NULL,
-    dayahead_json TEXT NOT NULL,
-    planning TEXT NOT NULL DEFAULT 'pending',
-    superseded_by TEXT
-);
-CREATE INDEX IF NOT EXISTS uploads_by_planning ON uploads(planning, seq);
-CREATE TABLE IF NOT EXISTS plans (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    plan_id TEXT NOT NULL UNIQUE,
-    upload_id TEXT NOT NULL REFERENCES uploads(upload_id),
-    trigger TEXT NOT NULL,
-    stored_at TEXT NOT NULL,
-    status TEXT NOT NULL,
-    start TEXT NOT NULL,
-    steps INTEGER NOT NULL,
-    objective_total REAL NOT NULL,
-    plan_json TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS plans_by_upload ON plans(upload_id);
-CREATE TABLE IF NOT EXISTS push_outcomes (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    plan_id TEXT NOT NULL REFERENCES plans(plan_id),
-    cabinet_id TEXT NOT NULL,
-    status TEXT NOT NULL,
-    message TEXT NOT NULL,
-    at TEXT NOT NULL,
-    duration_ms REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS push_by_cabinet ON push_outcomes(cabinet_id, seq);
-CREATE TABLE IF NOT EXISTS telemetry_samples (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    at TEXT NOT NULL,
-    cabinet_id TEXT NOT NULL,
-    soc_pct REAL NOT NULL,
-    active_power_kw REAL NOT NULL,
-    setpoint_kw REAL NOT NULL,
-    mode TEXT NOT NULL,
-    schedule_id TEXT NOT NULL,
-    interlock_active INTEGER NOT NULL,
-    interlock_reason TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS telemetry_by_cabinet ON telemetry_samples(cabinet_id, at);
-CREATE INDEX IF NOT EXISTS telemetry_by_time ON telemetry_samples(at);
-"""
-
-
-# Schema 1 had no planning state: an upload with a usable plan was planned, the newest without one is
-# still to be planned, the others were superseded.
-_MIGRATE_1_TO_2 = """
-ALTER TABLE uploads ADD COLUMN planning TEXT NOT NULL DEFAULT 'pending';
-ALTER TABLE uploads ADD COLUMN superseded_by TEXT;
-UPDATE uploads SET planning = 'planned'
-    WHERE upload_id IN (SELECT upload_id FROM plans WHERE status != 'failed');
-UPDATE uploads SET planning = 'superseded',
-    superseded_by = (SELECT upload_id FROM uploads ORDER BY seq DESC LIMIT 1)
-    WHERE planning = 'pending' AND seq < (SELECT MAX(seq) FROM uploads)
-"""
+__all__ = [
+    "Claim",
+    "PushRecord",
+    "Store",
+    "StoreError",
+    "StoredPlan",
+    "StoredUpload",
+    "TelemetrySample",
+    "UploadPlanning",
+    "UploadRecord",
+]
 
 
 class StoreError(RuntimeError):
     """The database cannot be opened or is not one of ours."""
-
-
-class UploadPlanning(StrEnum):
-    """Where an accepted upload is in the planning queue (stored as its value)."""
-
-    PENDING = "pending"  # stored; its optimization is still to run (also across a restart)
-    PLANNED = "planned"  # a usable plan of it was stored
-    FAILED = "failed"  # its optimization made no usable plan (the edges kept the plan they had)
-    SUPERSEDED = "superseded"  # a newer upload arrived before its optimization started
-    EXPIRED = "expired"  # it was over when its turn came
-
-
-@dataclass(frozen=True)
-class UploadRecord:
-    """An upload's planning state, as stored."""
-
-    upload_id: str
-    received_at: datetime
-    planning: UploadPlanning
-    superseded_by: str | None
-
-
-@dataclass(frozen=True)
-class Claim:
-    """What :meth:`Store.claim_newest_pending` took: the upload to optimize and those it superseded."""
-
-    upload_id: str | None
-    superseded: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class StoredUpload:
-    """An accepted day-ahead upload."""
-
-    upload_id: str
-    received_at: datetime
-    source_format: str  # "json" | "csv"
-    sha256: str  # of the raw body as received
-    dayahead: DayAhead
-
-
-@dataclass(frozen=True)
-class StoredPlan:
-    """A plan with where it came from."""
-
-    plan: Plan
-    upload_id: str
-    trigger: str  # a RunTrigger value: "upload" | "schedule" | "manual"
-    stored_at: datetime
-
-
-@dataclass(frozen=True)
-class PushRecord:
-    """The outcome of pushing one plan to one edge."""
-
-    plan_id: str
-    cabinet_id: str
-    status: PushStatus
-    message: str
-    at: datetime
-    duration_ms: float
-
-
-@dataclass(frozen=True)
-class TelemetrySample:
-    """One cabinet's telemetry at ``at`` (simulated time)."""
-
-    at: datetime
-    cabinet_id: str
-    soc_pct: float
-    active_power_kw: float  # + discharge
-    setpoint_kw: float  # + discharge
-    mode: str
-    schedule_id: str
-    interlock_active: bool
-    interlock_reason: str
 
 
 class Store:
@@ -216,8 +90,8 @@ class Store:
             )
         with self._transaction() as tx:
             if version == 1:
-                _execute_script(tx, _MIGRATE_1_TO_2)
-            _execute_script(tx, _SCHEMA)
+                _execute_script(tx, MIGRATE_1_TO_2)
+            _execute_script(tx, SCHEMA)
             tx.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
     def close(self) -> None:
