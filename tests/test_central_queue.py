@@ -269,3 +269,14 @@ def test_sigkill_with_uploads_queued_loses_nothing_and_plans_the_newest_at_resta
         if second.poll() is None:
             second.kill()
             second.communicate()
+
+
+def test_ems_upload_says_when_its_upload_was_superseded(capsys: pytest.CaptureFixture[str]) -> None:
+    from central.cli_upload import _report
+
+    upload = {"upload_id": "u1", "format": "json", "steps": 96, "interval_minutes": 15}
+    upload |= {"start": "s", "end": "e"}
+    answer = {"upload": upload, "planning": "superseded", "superseded_by": "u2", "run": None, "message": ""}
+    assert _report(Path("day.json"), 201, answer) == 1
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[-1] == "plan: none for this upload: superseded by u2 before its run"
