@@ -33,20 +33,6 @@ def register(subparsers: Any) -> None:
     parser.set_defaults(handler=run)
 
 
-# Libraries whose INFO (and asyncua's WARNING) lines are protocol chatter for an operator: APScheduler logs
-# every job run, asyncua every publish callback and every refused reconnect. The service logs what matters
-# itself (one line per upload, plan, push round, reset, connect and disconnect). `ems -v` shows them all.
-QUIET_LOGGERS = {"apscheduler": logging.WARNING, "asyncua": logging.ERROR}
-
-
-def quiet_libraries() -> None:
-    """Raise the chatty libraries' log levels, unless debug logging is on."""
-    if logging.getLogger().isEnabledFor(logging.DEBUG):
-        return
-    for name, level in QUIET_LOGGERS.items():
-        logging.getLogger(name).setLevel(level)
-
-
 def run(args: argparse.Namespace) -> int:
     from shared.site import load_site
 
@@ -57,8 +43,12 @@ def run(args: argparse.Namespace) -> int:
 async def _serve(site: SiteConfig, clock: Clock) -> int:
     from central.service.app import CentralService, ServiceConfig
     from shared.errors import InputError
+    from shared.systemd import SystemdNotifier
 
-    quiet_libraries()
+    # APScheduler logs every job run at INFO (several per second at high clock speeds); the service logs
+    # what matters itself.
+    if not logging.getLogger().isEnabledFor(logging.DEBUG):
+        logging.getLogger("apscheduler").setLevel(logging.WARNING)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     signals = (signal.SIGINT, signal.SIGTERM)
@@ -78,11 +68,15 @@ async def _serve(site: SiteConfig, clock: Clock) -> int:
             return 1
         try:
             print(f"central service of site {site.site.name!r} on {service.url} (Ctrl-C stops)", flush=True)
+            notifier = SystemdNotifier()
+            notifier.ready(f"site {site.site.name}: serving on {service.url}")
             waiter = asyncio.create_task(service.wait_stopped())
             stopper = asyncio.create_task(stop.wait())
+            watchdog = asyncio.create_task(_feed_watchdog(notifier))
             await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
-            waiter.cancel()
-            stopper.cancel()
+            for task in (waiter, stopper, watchdog):
+                task.cancel()
+            notifier.stopping()
             print("stopping", flush=True)
         finally:
             await service.__aexit__(None, None, None)
@@ -90,3 +84,14 @@ async def _serve(site: SiteConfig, clock: Clock) -> int:
         for sig in signals:
             loop.remove_signal_handler(sig)
     return 0
+
+
+async def _feed_watchdog(notifier: Any) -> None:
+    """Under systemd with ``WatchdogSec=``: ping while this event loop (HTTP, OPC UA link, scheduler) runs;
+    a blocked loop stops the pings and systemd restarts the service."""
+    interval_s = notifier.watchdog_interval_s
+    if interval_s is None:
+        return
+    while True:
+        notifier.watchdog()
+        await asyncio.sleep(interval_s)

@@ -1,9 +1,10 @@
 """``ems optimize --site S --day-ahead D [--out plan.json] [--backend highspy|pyomo]``: one dispatch run.
 
-Prints the cost breakdown, the energy per cabinet and the violations, and writes the plan JSON
-(docs/interfaces.md: plan). Exit codes: 0 with a plan (``optimal`` or ``optimal_with_violations``), 1 when
-the optimization
-failed (the plan is still written, with status ``failed`` and the reason), 2 on a bad site or day-ahead file.
+Prints the cost breakdown, the energy, final SoC and total variation per cabinet (and the deviation from
+``--previous-plan``) and the violations, and writes the plan JSON (docs/interfaces.md: plan). Exit codes: 0
+with an ``optimal`` plan; 3 with an ``optimal_with_violations`` plan (written, and the first violation named
+on stderr); 1 when the optimization failed (the plan is still written, with status ``failed`` and the
+reason); 2 on a bad site, day-ahead or previous-plan file or option.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any, TextIO
 from shared.errors import InputError, Problem
 
 EXIT_FAILED = 1
+EXIT_VIOLATIONS = 3  # the plan was made (and written) but uses a penalised slack or overlaps charge/discharge
 MAX_CABINET_ROWS = 40  # a 1000-cabinet site gets a summary line, the plan has them all
 
 
@@ -46,6 +48,16 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--no-aggregate", action="store_true", help="do not merge per-unit identical cabinets (same result)"
     )
+    parser.add_argument(
+        "--previous-plan",
+        type=Path,
+        help="plan JSON being replaced: the new plan stays as close to it as the same cost allows",
+    )
+    parser.add_argument(
+        "--no-smoothing",
+        action="store_true",
+        help="skip the second stage: the LP's first optimal vertex (default: [central] plan_smoothing)",
+    )
     parser.set_defaults(handler=run)
 
 
@@ -58,6 +70,7 @@ def run(args: argparse.Namespace) -> int:
     site = load_site(args.site)
     dayahead = load_dayahead(args.day_ahead)
     check_against_site(dayahead, site, str(args.day_ahead))
+    previous_plan = None if args.previous_plan is None else load_plan(args.previous_plan)
     time_limit_s = site.central.solver_time_limit_s if args.time_limit_s is None else args.time_limit_s
     if not (math.isfinite(time_limit_s) and time_limit_s > 0):
         raise InputError("--time-limit-s", [Problem("", f"must be a positive number, got {time_limit_s}")])
@@ -66,6 +79,7 @@ def run(args: argparse.Namespace) -> int:
         time_limit_s=time_limit_s,
         forbid_simultaneous=args.forbid_simultaneous,
         aggregate_identical=not args.no_aggregate,
+        smoothing=site.central.plan_smoothing and not args.no_smoothing,
         interruptible=True,
     )
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)  # SIGTERM stops HiGHS like Ctrl-C
@@ -76,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
             flush=True,
         )
-        result = solve_dispatch(site, dayahead, options=options)
+        result = solve_dispatch(site, dayahead, options=options, previous_plan=previous_plan)
     finally:
         signal.signal(signal.SIGTERM, previous)
     plan = result.to_plan(new_plan_id(dayahead.start), datetime.now(UTC))
@@ -87,7 +101,35 @@ def run(args: argparse.Namespace) -> int:
         except OSError as exc:
             raise InputError(str(args.out), [Problem("", f"cannot write: {exc.strerror or exc}")]) from exc
         print(f"plan {plan.plan_id} written to {args.out}")
-    return EXIT_FAILED if result.status.value == "failed" else 0
+    return exit_code(result.status.value, result.violations)
+
+
+def exit_code(status: str, violations: tuple[str, ...]) -> int:
+    """0 optimal, 3 optimal with violations (the first one named on stderr), 1 failed."""
+    if status == "failed":
+        return EXIT_FAILED
+    if status == "optimal_with_violations":
+        more = f" (and {len(violations) - 1} more)" if len(violations) > 1 else ""
+        first = violations[0] if violations else "see the plan"
+        print(f"error: the plan has violations: {first}{more}", file=sys.stderr)
+        return EXIT_VIOLATIONS
+    return 0
+
+
+def load_plan(path: Path) -> Any:
+    """A plan JSON file; InputError (exit 2) naming the file and what is wrong."""
+    from pydantic import ValidationError
+
+    from shared.errors import pydantic_location
+    from shared.plan import Plan
+
+    try:
+        return Plan.from_json(path.read_bytes())
+    except OSError as exc:
+        raise InputError(str(path), [Problem("", f"cannot read: {exc.strerror or exc}")]) from exc
+    except ValidationError as exc:
+        problems = [Problem(pydantic_location(e["loc"]), e["msg"]) for e in exc.errors()[:5]]
+        raise InputError(str(path), problems) from exc
 
 
 def _raise_interrupt(signum: int, frame: object) -> None:
@@ -95,7 +137,7 @@ def _raise_interrupt(signum: int, frame: object) -> None:
 
 
 def print_summary(result: Any, interval_h: float, out: TextIO) -> None:
-    """The status, the cost breakdown, energy per cabinet and the violations as a short table."""
+    """The status, the cost breakdown, energy, SoC and plan quality per cabinet and the violations."""
     solver = result.solver
     print(
         f"status: {result.status.value}   backend: {solver.backend}   build {solver.build_s:.3f} s, "
@@ -117,25 +159,45 @@ def print_summary(result: Any, interval_h: float, out: TextIO) -> None:
         ):
             print(f"  {name:<16}{getattr(objective, name):>14.2f}", file=out)
         print(f"  {'total':<16}{objective.total:>14.2f}", file=out)
-        charged, discharged = result.energy_kwh(interval_h)
-        width = max(8, *(len(c) for c in result.cabinet_ids))
-        print(
-            f"\n{'cabinet':<{width}}  {'charged kWh':>12}  {'discharged kWh':>14}  {'final SoC %':>11}",
-            file=out,
-        )
-        for b, cabinet_id in enumerate(result.cabinet_ids[:MAX_CABINET_ROWS]):
-            final = float(result.soc_pct[b, -1])
-            print(
-                f"{cabinet_id:<{width}}  {charged[b]:>12.1f}  {discharged[b]:>14.1f}  {final:>11.1f}",
-                file=out,
-            )
-        hidden = len(result.cabinet_ids) - MAX_CABINET_ROWS
-        if hidden > 0:
-            print(
-                f"... and {hidden} more cabinets (all: {charged.sum():.1f} kWh charged, "
-                f"{discharged.sum():.1f} kWh discharged; see the plan)",
-                file=out,
-            )
+        _print_cabinets(result, interval_h, out)
     print(f"\nviolations: {len(result.violations) or 'none'}", file=out)
     for violation in result.violations:
         print(f"  - {violation}", file=out)
+
+
+def _print_cabinets(result: Any, interval_h: float, out: TextIO) -> None:
+    """Per cabinet: energy charged and discharged, final SoC, total variation (and deviation from the
+    previous plan); the first MAX_CABINET_ROWS, then a summary line."""
+    quality = result.quality
+    variation = quality.total_variation_kw
+    deviation = quality.deviation_from_previous_kw
+    charged, discharged = result.energy_kwh(interval_h)
+    width = max(8, *(len(c) for c in result.cabinet_ids))
+    header = f"\n{'cabinet':<{width}}  {'charged kWh':>12}  {'discharged kWh':>14}  {'final SoC %':>11}"
+    header += f"  {'variation kW':>12}" + (f"  {'deviation kW':>12}" if deviation is not None else "")
+    print(header, file=out)
+    for b, cabinet_id in enumerate(result.cabinet_ids[:MAX_CABINET_ROWS]):
+        row = (
+            f"{cabinet_id:<{width}}  {charged[b]:>12.1f}  {discharged[b]:>14.1f}  "
+            f"{float(result.soc_pct[b, -1]):>11.1f}  {variation[cabinet_id]:>12.1f}"
+        )
+        if deviation is not None:
+            row += f"  {deviation[cabinet_id]:>12.1f}"
+        print(row, file=out)
+    hidden = len(result.cabinet_ids) - MAX_CABINET_ROWS
+    if hidden > 0:
+        print(
+            f"... and {hidden} more cabinets (all: {charged.sum():.1f} kWh charged, "
+            f"{discharged.sum():.1f} kWh discharged; see the plan)",
+            file=out,
+        )
+    total = f"\ntotal variation {sum(variation.values()):.1f} kW"
+    if deviation is not None:
+        total += f", deviation from the previous plan {sum(deviation.values()):.1f} kW"
+    if quality.cost_tolerance_rel > 0:
+        total += (
+            f"; cost optimum {quality.cost_optimum:.2f} (plan within {quality.cost_tolerance_rel:g} of it)"
+        )
+    else:
+        total += " (second stage off: the LP's first optimal vertex)"
+    print(total, file=out)

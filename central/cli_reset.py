@@ -1,7 +1,9 @@
-"""``ems reset-interlock CABINET [--url URL] [--token T] [--site S]``: reset a cabinet's latched interlock.
+"""``ems reset-interlock CABINET [--url URL] [--token T] [--site S] [--cafile F]``: reset a cabinet's latched
+interlock.
 
-Asks the central service (``POST /api/v1/cabinets/{id}/reset-interlock``), which calls the edge's
-``ResetInterlock`` over OPC UA; prints the edge's answer.
+Asks the central service (``POST /api/v1/cabinets/{id}/reset-interlock``, operator role), which calls the
+edge's ``ResetInterlock`` over OPC UA; prints the edge's answer. The service is found and its TLS
+certificate verified as for ``ems upload`` (:mod:`central.cli_http`).
 
 Exit status: 0 the edge accepted the reset; 1 the edge refused it (its message says why, e.g. the
 condition is still there), the edge or the service could not be reached; 2 unknown cabinet, token
@@ -11,12 +13,11 @@ refused, or bad arguments.
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from typing import Any
 from urllib.parse import quote
 
-from central.cli_http import add_service_options, no_token_message, response_json, service_target
+from central.cli_http import CallFailedError, add_service_options, post, service_target
 
 TIMEOUT_S = 30.0
 
@@ -26,7 +27,8 @@ def register(subparsers: Any) -> None:
         "reset-interlock",
         help="reset a cabinet's latched interlock through the central service",
         description="Ask the central service to call the cabinet's ResetInterlock on its edge. The edge "
-        "clears a latched interlock only when its condition is gone; the central logs who asked. Exit "
+        "clears a latched interlock only when its condition is gone; the central records who asked in its "
+        "audit trail. Exit "
         "status: 0 accepted; 1 refused by the edge, or the edge or service unreachable; 2 unknown "
         "cabinet, token refused, or bad arguments.",
     )
@@ -36,20 +38,13 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import httpx
-
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # not one INFO line per request
-    url, token = service_target(args)
-    if not token:
-        print(no_token_message(), file=sys.stderr)
-        return 2
-    endpoint = f"{url.rstrip('/')}/api/v1/cabinets/{quote(args.cabinet, safe='')}/reset-interlock"
+    path = f"/api/v1/cabinets/{quote(args.cabinet, safe='')}/reset-interlock"
     try:
-        response = httpx.post(endpoint, headers={"Authorization": f"Bearer {token}"}, timeout=TIMEOUT_S)
-    except httpx.HTTPError as exc:
-        print(f"error: cannot reach the central service at {endpoint}: {exc}", file=sys.stderr)
-        return 1
-    return _report(args.cabinet, response.status_code, response_json(response))
+        answer = post(service_target(args), path, timeout_s=TIMEOUT_S)
+    except CallFailedError as exc:
+        print(exc, file=sys.stderr)
+        return exc.exit_code
+    return _report(args.cabinet, answer.status, answer.body)
 
 
 def _report(cabinet_id: str, status: int, answer: dict[str, Any]) -> int:

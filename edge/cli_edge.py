@@ -94,30 +94,54 @@ async def _run(args: argparse.Namespace, site: Any, clock: Any) -> int:
             # last; it calls the controller, which answers "not running" until it has started.
             from edge.opcua import EdgeOpcUaServer
 
-            await stack.enter_async_context(EdgeOpcUaServer(site, args.cabinet, controller, clock))
+            cache_dir = controller.database_path.parent
+            await stack.enter_async_context(
+                EdgeOpcUaServer(site, args.cabinet, controller, clock, cache_dir=cache_dir)
+            )
         await stack.enter_async_context(controller)
         # Everything loaded so far lives as long as the process: keep it out of the cyclic garbage
         # collector, whose full passes over it would stall the control loop for milliseconds.
         gc.freeze()
-        while not stop.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), STATUS_EVERY_S)
-            if not stop.is_set():
-                _status(controller)
+        await _supervise(controller, stop)
         log.info("edge %s: stopping (writing 0 W)", args.cabinet)
     return 0
 
 
+async def _supervise(controller: Any, stop: asyncio.Event) -> None:
+    """Until ``stop``: a status line every STATUS_EVERY_S, and under systemd readiness and the watchdog,
+    fed only while the control loop completes cycles (a hung loop gets the process restarted)."""
+    from shared.systemd import SystemdNotifier
+
+    notifier = SystemdNotifier()
+    notifier.ready(f"cabinet {controller.cabinet_id}: control loop running")
+    tick_s = min(STATUS_EVERY_S, notifier.watchdog_interval_s or STATUS_EVERY_S)
+    loop = asyncio.get_running_loop()
+    next_status_s = loop.time() + STATUS_EVERY_S
+    cycles = controller.timing.cycles
+    while not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), tick_s)
+        if stop.is_set():
+            break
+        if controller.timing.cycles != cycles:
+            cycles = controller.timing.cycles
+            notifier.watchdog()
+        else:
+            log.error("edge %s: the control loop made no cycle in %.1f s", controller.cabinet_id, tick_s)
+        if loop.time() >= next_status_s:
+            next_status_s += STATUS_EVERY_S
+            _status(controller)
+            notifier.status(_status_line(controller.telemetry()))
+    notifier.stopping()
+
+
 def _status(controller: Any) -> None:
-    t = controller.telemetry()
-    log.info(
-        "edge %s: %s, setpoint %.1f kW, power %.1f kW, SoC %.1f %%, schedule %s, period p99 %.2f ms%s",
-        t.cabinet_id,
-        t.mode.value,
-        t.setpoint_kw,
-        t.active_power_kw,
-        t.soc_pct,
-        t.schedule_id or "-",
-        t.cycle_time_p99_ms,
-        f", TRIPPED: {t.interlock_reason}" if t.interlock_active else "",
+    log.info("edge %s", _status_line(controller.telemetry()))
+
+
+def _status_line(t: Any) -> str:
+    return (
+        f"{t.cabinet_id}: {t.mode.value}, setpoint {t.setpoint_kw:.1f} kW, power {t.active_power_kw:.1f} kW, "
+        f"SoC {t.soc_pct:.1f} %, schedule {t.schedule_id or '-'}, period p99 {t.cycle_time_p99_ms:.2f} ms"
+        + (f", TRIPPED: {t.interlock_reason}" if t.interlock_active else "")
     )

@@ -21,7 +21,7 @@ from typing import Any
 
 from shared import __version__
 from shared.errors import InputError
-from shared.logs import configure_logging
+from shared.logs import add_log_options, configure_logging, log_options
 
 
 class Extra(StrEnum):
@@ -71,6 +71,7 @@ COMMANDS: tuple[Command, ...] = (
     Command("central", "central.cli_central", Extra.CENTRAL, "run the central service"),
     Command("upload", "central.cli_upload", Extra.CENTRAL, "upload a day-ahead file to the central service"),
     Command("reset-interlock", "central.cli_reset", Extra.CENTRAL, "reset a latched interlock (operator)"),
+    Command("token", "central.cli_token", Extra.CENTRAL, "manage the named tokens of the central's HTTP API"),
     Command("edge", "edge.cli_edge", Extra.EDGE, "run one cabinet's edge controller"),
     Command("sim", "simulators.cli", Extra.EDGE, "run the SunSpec device simulators of a site"),
     Command("certs", "shared.cli_certs", Extra.BASE, "create the OPC UA keys and certificates of a site"),
@@ -81,8 +82,12 @@ BENCHES: tuple[Command, ...] = (
     Command("edge", "lab.bench.edge", Extra.LAB, "edge cycle timing and interlock reaction"),
     Command("sim", "lab.bench.sim", Extra.LAB, "Modbus throughput of one simulator process"),
     Command("dispatch", "lab.bench.dispatch", Extra.LAB, "time the dispatch on a generated site"),
+    Command(
+        "replan", "lab.bench.replan", Extra.LAB, "a day of re-optimizations: cold vs warm, plan stability"
+    ),
     Command("push", "lab.bench.push", Extra.LAB, "OPC UA push and telemetry latency to N edges"),
     Command("upload", "lab.bench.upload", Extra.LAB, "time from an upload to every edge running it"),
+    Command("footprint", "lab.bench.footprint", Extra.LAB, "memory, CPU and start time of one role"),
 )
 
 
@@ -107,49 +112,68 @@ def _gate(command: Command, missing: list[str]) -> Callable[[argparse.Namespace]
     return handler
 
 
-def _register(subparsers: Any, command: Command, register_name: str) -> None:
-    missing = missing_modules(command.extra)
-    if not missing:
+def _register(subparsers: Any, command: Command, register_name: str, chosen: bool) -> None:
+    """The real parser of ``command`` when it is the one being run, else a light entry for ``--help``
+    (importing every role's command module would load every role's libraries into every process)."""
+    missing = missing_modules(command.extra) if chosen else []
+    if chosen and not missing:
         try:
             getattr(importlib.import_module(command.module), register_name)(subparsers)
             return
         except ModuleNotFoundError as exc:  # an installed extra that is incomplete
             missing = [exc.name or str(exc)]
-    # Registered, so that `ems --help` lists it and running it names the extra to install.
-    parser = subparsers.add_parser(
-        command.name,
-        help=f"{command.help} (needs hybrid-ems[{command.extra.value}])",
-        add_help=False,
-        prefix_chars="\0",
-    )
+    needs = "" if command.extra is Extra.BASE else f" [{command.extra.value}]"
+    parser = subparsers.add_parser(command.name, help=command.help + needs, add_help=False, prefix_chars="\0")
     parser.add_argument("rest", nargs=argparse.REMAINDER)
     parser.set_defaults(handler=_gate(command, missing))
 
 
-def build_parser() -> argparse.ArgumentParser:
+# Root options that take a value (``ems --log-file F central ...``): their values are not command names.
+_VALUE_OPTIONS = ("--log-file", "--log-max-mb", "--log-backups")
+
+
+def _positionals(argv: Sequence[str]) -> list[str]:
+    words: list[str] = []
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg in _VALUE_OPTIONS:
+            skip = True
+        elif not arg.startswith("-"):
+            words.append(arg)
+    return words
+
+
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The ``ems`` parser for ``argv``: the command named there is registered in full, the others as
+    entries of the help text. Without ``argv`` every command is registered in full."""
+    words = _positionals(argv) if argv is not None else None
     parser = argparse.ArgumentParser(
         prog="ems",
         description="hybrid-ems: centralized optimization, distributed execution for battery storage sites.",
+        epilog='A role in brackets must be installed first: pip install "hybrid-ems[ROLE]".',
     )
     parser.add_argument("--version", action="version", version=f"hybrid-ems {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    add_log_options(parser)
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for command in COMMANDS:
-        _register(subparsers, command, "register")
+        _register(subparsers, command, "register", words is None or words[:1] == [command.name])
     bench = subparsers.add_parser(
-        "bench", help="measure performance on this machine", description="Measure on this machine."
+        "bench", help="measure performance on this machine [lab]", description="Measure on this machine."
     )
     bench_sub = bench.add_subparsers(dest="bench_command", metavar="BENCHMARK", required=True)
     for command in BENCHES:
-        _register(bench_sub, command, "register_bench")
+        chosen = words is None or words[:2] == ["bench", command.name]
+        _register(bench_sub, command, "register_bench", chosen)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    configure_logging(verbose=args.verbose)
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser(arguments).parse_args(arguments)
     try:
+        configure_logging(log_options(args))
         code: int = args.handler(args)
     except InputError as exc:
         for line in exc.lines():

@@ -14,10 +14,12 @@ from types import TracebackType
 
 from edge.controller import EdgeController
 from edge.opcua import EdgeOpcUaServer
+from lab.loopback import opcua_node_cache_dir
 from shared.clock import Clock
 from shared.dayahead import DayAhead
 from shared.edge_api import EdgeMode, EdgeTelemetry
-from shared.opcua.pki import ensure_site_pki, pki_layout, users_path
+from shared.opcua.pki import pki_layout, users_path
+from shared.opcua.provision import ensure_site_pki
 from shared.opcua.users import Role, UserEntry, Users, hash_password, write_users
 from shared.site import SiteConfig
 from simulators import SiteSimulator
@@ -57,7 +59,9 @@ class LocalEdge:
         await controller.start()
         self.controller = controller
         try:
-            server = EdgeOpcUaServer(self.site, self.cabinet_id, controller, self.clock, self.pki_dir)
+            server = EdgeOpcUaServer(
+                self.site, self.cabinet_id, controller, self.clock, self.pki_dir, opcua_node_cache_dir()
+            )
             await server.start()
         except BaseException:
             await self.stop()

@@ -17,6 +17,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,9 @@ from shared.site import SiteConfig
 from shared.timeutil import NotUtcError, format_utc, parse_utc
 
 MAX_STEPS = 20_160  # two weeks of minutes; more is a mistake, not a forecast
+# Largest upload body or file [bytes]: the central refuses a larger POST (413), `ems validate` a larger file.
+# Two weeks of minute values fit in well under 2 MiB.
+MAX_UPLOAD_BYTES = 8 * 1024 * 1024
 # Timestamps a parser accepts at all (the central narrows this to a window around now).
 MIN_YEAR = 1970
 MAX_YEAR = 9000
@@ -33,6 +37,13 @@ REQUIRED_SERIES = ("import_price_per_kwh", "load_kw")
 NON_NEGATIVE_SERIES = ("load_kw", "pv_kw")
 CSV_COLUMNS = ("start", *SERIES_FIELDS)
 JSON_KEYS = frozenset({"start", "interval_minutes", "initial_soc_pct", *SERIES_FIELDS})
+
+
+class UploadFormat(StrEnum):
+    """The two forms of a day-ahead upload."""
+
+    JSON = "json"
+    CSV = "csv"
 
 
 @dataclass(frozen=True)
@@ -390,17 +401,38 @@ def parse_dayahead(text: str | bytes, fmt: str, source: str = "upload") -> DayAh
     raise UploadError(source, [Problem("", f"unknown format {fmt!r}: expected json or csv")])
 
 
-def load_dayahead(path: str | Path) -> DayAhead:
-    """Load a ``.json`` or ``.csv`` day-ahead file."""
-    file = Path(path)
-    fmt = file.suffix.lower().lstrip(".")
-    if fmt not in ("json", "csv"):
-        raise UploadError(str(file), [Problem("", "a day-ahead file must end in .json or .csv")])
+def upload_format(path: str | Path) -> UploadFormat:
+    """The format a day-ahead file's suffix names; refuse any other suffix."""
+    suffix = Path(path).suffix.lower().lstrip(".")
     try:
-        data = file.read_bytes()
+        return UploadFormat(suffix)
+    except ValueError:
+        raise UploadError(str(path), [Problem("", "a day-ahead file must end in .json or .csv")]) from None
+
+
+def read_upload_file(path: str | Path) -> bytes:
+    """The bytes of a day-ahead file, refused (as the central refuses the upload) above the size limit."""
+    file = Path(path)
+    try:
+        with file.open("rb") as stream:
+            data = stream.read(MAX_UPLOAD_BYTES + 1)
     except OSError as exc:
         raise UploadError(str(file), [Problem("", f"cannot read: {exc.strerror or exc}")]) from exc
-    return parse_dayahead(data, fmt, str(file))
+    if len(data) > MAX_UPLOAD_BYTES:
+        problem = f"larger than {MAX_UPLOAD_BYTES} bytes, the most the central service accepts"
+        raise UploadError(str(file), [Problem("", problem)])
+    return data
+
+
+def load_dayahead(path: str | Path) -> DayAhead:
+    """Load a ``.json`` or ``.csv`` day-ahead file."""
+    fmt = upload_format(path)
+    return parse_dayahead(read_upload_file(path), fmt, str(path))
+
+
+def render_dayahead(dayahead: DayAhead, fmt: UploadFormat) -> str:
+    """The upload as a JSON or CSV document (CSV drops the initial SoC, which it cannot carry)."""
+    return dayahead.to_json() if fmt is UploadFormat.JSON else write_dayahead_csv(dayahead)
 
 
 def write_dayahead_csv(dayahead: DayAhead) -> str:

@@ -47,8 +47,25 @@ class CabinetPlan(_Model):
 class SolverInfo(_Model):
     backend: str
     build_s: float = 0.0
-    solve_s: float = 0.0
+    solve_s: float = 0.0  # every HiGHS run of the optimization, the second stage included
+    stage2_s: float = 0.0  # the part of solve_s spent in the second stage (plan quality)
     message: str = ""
+
+
+class PlanQuality(_Model):
+    """How smooth and stable the plan is (docs/interfaces.md: plan quality).
+
+    ``cost_optimum`` is the LP's optimal cost; the plan's ``objective.total`` is within ``cost_tolerance_rel``
+    of it (0 when the second stage is off: the plan is then the LP's first optimal vertex).
+    ``total_variation_kw``: ``sum_t |p[t] - p[t-1]|`` per cabinet, from the cabinet's setpoint at the time
+    of planning when it was known. ``deviation_from_previous_kw``: ``sum_t |p[t] - previous[t]|`` per
+    cabinet over the intervals the previous plan also covers; null when no previous plan was given.
+    """
+
+    cost_tolerance_rel: float
+    cost_optimum: float
+    total_variation_kw: dict[str, float]
+    deviation_from_previous_kw: dict[str, float] | None = None
 
 
 class Plan(_Model):
@@ -63,6 +80,7 @@ class Plan(_Model):
     cabinets: dict[str, CabinetPlan]
     violations: list[str] = Field(default_factory=list)
     solver: SolverInfo
+    quality: PlanQuality | None = None  # null for a failed plan (and in plans written before it existed)
 
     @field_validator("created_at", "start")
     @classmethod

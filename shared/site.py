@@ -17,6 +17,7 @@ from typing import Annotated, Literal, Self
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from shared.errors import ConfigError, Problem, pydantic_location
+from shared.units import ProbableUnit
 
 
 class _Strict(BaseModel):
@@ -97,14 +98,23 @@ class CabinetConfig(_Strict):
         if self.soc_min_pct >= self.soc_max_pct:
             raise ValueError(
                 f"soc_min_pct ({self.soc_min_pct}) must be below soc_max_pct ({self.soc_max_pct})"
+                + self._fraction_hint()
             )
         final = self.soc_final_min_pct
         if final is not None and not self.soc_min_pct <= final <= self.soc_max_pct:
             raise ValueError(
                 f"soc_final_min_pct ({final}) must lie in [soc_min_pct, soc_max_pct]"
-                f" = [{self.soc_min_pct}, {self.soc_max_pct}]"
+                f" = [{self.soc_min_pct}, {self.soc_max_pct}]" + self._fraction_hint()
             )
         return self
+
+    def _fraction_hint(self) -> str:
+        """Why a SoC window is inconsistent when one of its values was given as a fraction 0-1."""
+        values = {"soc_min_pct": self.soc_min_pct, "soc_max_pct": self.soc_max_pct}
+        if self.soc_final_min_pct is not None:
+            values["soc_final_min_pct"] = self.soc_final_min_pct
+        fractions = [f"{key} {value:g}" for key, value in values.items() if 0.0 < value <= 1.0]
+        return f" ({', '.join(fractions)}: {ProbableUnit.FRACTION.value})" if fractions else ""
 
     @property
     def opcua_host_port(self) -> tuple[str, int]:
@@ -149,6 +159,7 @@ class CentralSettings(_Strict):
     api_token: str | None = None  # also EMS_API_TOKEN; required for write endpoints
     push_timeout_s: float = Field(default=2.0, gt=0.0)
     solver_time_limit_s: float = Field(default=30.0, gt=0.0)
+    plan_smoothing: bool = True  # the dispatch's second stage (docs/dispatch.md: plan quality)
     # Keys below: see docs/central.md.
     telemetry_sample_every_s: float = Field(default=60.0, gt=0.0)  # simulated time
     telemetry_retention_days: float = Field(default=30.0, gt=0.0)
@@ -157,12 +168,25 @@ class CentralSettings(_Strict):
     upload_start_max_past_days: float = Field(default=2.0, ge=0.0, le=366.0)
     upload_start_max_future_days: float = Field(default=14.0, ge=0.0, le=366.0)
     http_body_timeout_s: float = Field(default=30.0, gt=0.0, le=3600.0)  # a body must arrive within this
+    strict_plausibility: bool = False  # refuse uploads (and start) on plausibility warnings, not only errors
+    # Access to the HTTP API: TLS, tokens, audit trail (docs/security.md).
+    tls_cert_file: str | None = None  # PEM; `ems certs` makes PKI_DIR/own/central-http.cert.pem
+    tls_key_file: str | None = None  # PEM; `ems certs` makes PKI_DIR/own/central-http.key.pem
+    insecure_http: bool = False  # plain HTTP allowed on a non-loopback http_address (logged loudly)
+    api_tokens_file: str | None = None  # named API tokens; default: api-tokens.toml beside database_path
+    audit_retention_days: float = Field(default=365.0, gt=0.0)  # audit records older than this are deleted
 
     @field_validator("http_address")
     @classmethod
     def _address(cls, value: str) -> str:
         parse_host_port(value)
         return value
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> Self:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("tls_cert_file and tls_key_file go together: set both or neither")
+        return self
 
 
 OPCUA_SECURITY_POLICIES = ("Aes256_Sha256_RsaPss", "Aes128_Sha256_RsaOaep", "Basic256Sha256")

@@ -10,7 +10,6 @@ import argparse
 import asyncio
 import contextlib
 import json
-import logging
 import signal
 import sys
 from pathlib import Path
@@ -80,8 +79,6 @@ def run(args: argparse.Namespace) -> int:
     from shared.site import load_site
     from simulators.control import ControlError, control_request
 
-    if not getattr(args, "verbose", False):
-        logging.getLogger("pymodbus").setLevel(logging.WARNING)  # it logs every listen at INFO
     site = load_site(args.site)
     request = _client_request(args)
     if request is not None:

@@ -56,7 +56,7 @@ class MeterSimulator:
         self._profile = profile
         self._cabinets = tuple(cabinets)
         self._noise_sigma_kw = site.sim.meter_noise_kw
-        self._rng = rng if rng is not None else random.Random(site.sim.seed)
+        self._rng = rng if rng is not None else random.Random(site.sim.seed)  # nosec B311  # seeded noise
         self.faults = CommFaults(on_change=self._fault_changed)
         self.image = RegisterImage(METER_MODELS, self._scale_factors(site))
         self._time_s = clock.time_s()

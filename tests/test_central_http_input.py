@@ -23,7 +23,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from central.cli_central import QUIET_LOGGERS, quiet_libraries
 from central.service.app import CentralService
 from shared.clock import SimulatedClock
 from shared.timeutil import format_utc, parse_utc
@@ -211,14 +210,20 @@ def test_no_request_of_the_fuzzing_was_an_internal_error(service: Served) -> Non
 async def test_an_upload_must_start_within_the_window_around_now(tmp_path: Path) -> None:
     files = make_site(tmp_path)
     async with running(files, tmp_path / "db.sqlite3", start=NOW) as (svc, client):
-        for start, words in (
-            ("3000-01-01T00:00:00Z", "more than 14 days after now"),
-            (format_utc(DAY_START - timedelta(days=3)), "more than 2 days before now"),
+        three_days_ago = format_utc(DAY_START - timedelta(days=3))
+        for body, words in (
+            (json_with(start="3000-01-01T00:00:00Z"), "more than 14 days after now"),
+            # 96 hours from three days ago: not over yet, but it starts too long ago.
+            (json_with(start=three_days_ago, interval_minutes=60), "more than 2 days before now"),
+            # 96 quarter hours from three days ago: over, and the answer says how to re-date the file.
+            (json_with(start=three_days_ago), "which is over (now 2026-11-24T00:0"),
         ):
-            answer = await post_json(client, json_with(start=start), wait="false")
+            answer = await post_json(client, body, wait="false")
             assert answer.status_code == 422, answer.text
             problems = answer.json()["problems"]
             assert problems[0]["location"] == "start" and words in problems[0]["message"], problems
+            if "over" in words:
+                assert problems[0]["message"].endswith("; `ems upload FILE --start today` re-dates a file")
         ahead = format_utc(DAY_START + timedelta(days=13))
         assert (await post_json(client, json_with(start=ahead), wait="false")).status_code == 202
         assert svc.store.count_uploads() == 1
@@ -331,23 +336,3 @@ def test_a_second_central_on_a_busy_port_stops_before_anything_else(tmp_path: Pa
     ], result.stderr
     assert "Traceback" not in result.stdout + result.stderr
     assert not Path(site.site.central.database_path).exists()  # the database was not even opened
-
-
-def test_library_chatter_is_quiet_unless_debugging() -> None:
-    root = logging.getLogger()
-    saved = root.level, {name: logging.getLogger(name).level for name in QUIET_LOGGERS}
-    try:
-        for name in QUIET_LOGGERS:
-            logging.getLogger(name).setLevel(logging.NOTSET)
-        root.setLevel(logging.DEBUG)
-        quiet_libraries()
-        assert all(logging.getLogger(name).level == logging.NOTSET for name in QUIET_LOGGERS)
-        root.setLevel(logging.INFO)
-        quiet_libraries()
-        assert not logging.getLogger("asyncua.client.ua_client").isEnabledFor(logging.INFO)
-        assert not logging.getLogger("asyncua.client.ua_client").isEnabledFor(logging.WARNING)
-        assert not logging.getLogger("apscheduler.scheduler").isEnabledFor(logging.INFO)
-    finally:
-        root.setLevel(saved[0])
-        for name, level in saved[1].items():
-            logging.getLogger(name).setLevel(level)

@@ -140,10 +140,17 @@ async def test_tripped_cabinet_degrades_the_status_and_an_operator_resets_it(
         assert accepted.json()["accepted"] is True and "interlock reset" in accepted.json()["message"]
         await eventually(lambda: ("cabinet_tripped", "cab-1") not in reasons_now(svc), 10.0, "cab-1 back")
 
-        # Every reset was logged with the client that asked; the counter has each outcome.
+        # Every reset was logged with the token and the client that asked, and is in the audit trail with
+        # the edge's answer; the counter has each outcome.
         lines = [r.getMessage() for r in caplog.records if "reset-interlock of cab-1" in r.getMessage()]
-        assert len(lines) >= 3 and all("asked by 127.0.0.1:" in line for line in lines)
+        asked = "asked by token '$EMS_API_TOKEN' from 127.0.0.1: "
+        assert len(lines) >= 3 and all(asked in line for line in lines), lines
         assert any("refused by the edge: cannot reset: still present" in line for line in lines)
+        audit = [r for r in svc.audit_log.records(limit=200) if r.action.value == "reset-interlock"]
+        cab1 = [(r.status_code, r.detail) for r in audit if r.detail.startswith("cab-1: ")]
+        assert (409, f"cab-1: refused by the edge: {refused['message']}") in cab1, cab1
+        assert (200, f"cab-1: accepted by the edge: {accepted.json()['message']}") in cab1, cab1
+        assert all(r.token_name == "$EMS_API_TOKEN" and r.client_address == "127.0.0.1" for r in audit)
         metrics = (await client.get("/metrics")).text.splitlines()
         refused_line = 'ems_central_interlock_resets_total{cabinet="cab-1",result="refused"} '
         assert any(line.startswith(refused_line) and int(line.split()[-1]) >= 1 for line in metrics)

@@ -34,8 +34,20 @@ def test_plan_fields_follow_the_contract() -> None:
         "cabinets",
         "violations",
         "solver",
+        "quality",
     }
     assert set(data["objective"]) == {"total", *BREAKDOWN}
+    assert set(data["quality"]) == {
+        "cost_tolerance_rel",
+        "cost_optimum",
+        "total_variation_kw",
+        "deviation_from_previous_kw",
+    }
+    assert (
+        data["quality"]["cost_tolerance_rel"] == 1e-6
+        and data["quality"]["deviation_from_previous_kw"] is None
+    )
+    assert set(data["quality"]["total_variation_kw"]) == set(data["cabinets"])
     assert data["plan_id"] == "p-1"
     assert data["created_at"] == "2026-11-24T00:00:00Z" and data["start"] == "2026-11-24T00:00:00Z"
     assert data["interval_minutes"] == day.interval_minutes
@@ -159,6 +171,8 @@ def test_different_initial_soc_is_not_aggregated() -> None:
         ({"mip_gap": 1.0}, "mip_gap must be in [0, 1)"),
         ({"lp_algorithm": "barrier"}, "lp_algorithm must be one of"),
         ({"threads": 0}, "threads must be 1-64"),
+        ({"cost_tolerance_rel": -1e-9}, "cost_tolerance_rel must be in [0, 1)"),
+        ({"cost_tolerance_rel": float("nan")}, "cost_tolerance_rel must be in [0, 1)"),
     ],
 )
 def test_options_refuse_bad_values(kwargs: dict[str, object], needle: str) -> None:

@@ -138,8 +138,24 @@ def test_bench_dispatch_json_is_the_last_line() -> None:
     for key in ("build_s", "solve_s", "total_s", "raw_solve_s"):
         assert report[key] > 0
     assert report["objective"] == pytest.approx(report["raw_objective"], rel=1e-6)
+    assert report["smoothing"] is True and report["stage2_s"] > 0 and report["stage2_ratio"] > 0
+    assert report["total_variation_kw"] > 0
+    assert report["cost_optimum"] == pytest.approx(report["objective"], rel=1e-6)
     assert "Running HiGHS" not in completed.stdout
     assert "run 2/2" in completed.stderr
+
+
+def test_bench_dispatch_without_smoothing_reports_the_first_vertex(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    args = ["bench", "dispatch", "--cabinets", "4", "--steps", "24", "--repeat", "1", "--no-raw", "--json"]
+    assert main(args) == 0
+    smooth = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert main([*args, "--no-smoothing"]) == 0
+    rough = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert rough["smoothing"] is False and rough["stage2_s"] == 0 and rough["stage2_ratio"] == 0
+    assert smooth["objective"] == pytest.approx(rough["objective"], rel=1e-6)
+    assert smooth["total_variation_kw"] < rough["total_variation_kw"]
 
 
 def test_bench_dispatch_refuses_bad_sizes(capsys: pytest.CaptureFixture[str]) -> None:
@@ -185,3 +201,80 @@ def test_optimize_stops_on_sigterm(tmp_path: Path) -> None:
     assert process.returncode == 130
     assert "interrupted" in err
     assert not (tmp_path / "plan.json").exists()
+
+
+def _example_args(*more: str) -> list[str]:
+    return [
+        "optimize",
+        "--site",
+        str(EXAMPLES / "site.toml"),
+        "--day-ahead",
+        str(EXAMPLES / "day-ahead.json"),
+        *more,
+    ]
+
+
+def test_optimize_prints_the_plan_quality_and_follows_a_previous_plan(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rough_path, smooth_path = tmp_path / "rough.json", tmp_path / "smooth.json"
+    assert main(_example_args("--no-smoothing", "--out", str(rough_path))) == 0
+    printed = capsys.readouterr().out
+    assert "variation kW" in printed and "second stage off" in printed and "deviation kW" not in printed
+    rough = Plan.from_json(rough_path.read_text(encoding="utf-8"))
+    assert rough.quality is not None and rough.quality.cost_tolerance_rel == 0.0
+    assert main(_example_args("--out", str(smooth_path))) == 0
+    smooth = Plan.from_json(smooth_path.read_text(encoding="utf-8"))
+    assert smooth.quality is not None and smooth.quality.deviation_from_previous_kw is None
+    assert (
+        sum(smooth.quality.total_variation_kw.values()) < sum(rough.quality.total_variation_kw.values()) / 4
+    )
+    printed = capsys.readouterr().out
+    assert f"total variation {sum(smooth.quality.total_variation_kw.values()):.1f} kW" in printed
+    # given the rough plan as the previous one, the re-plan keeps it (same cost): deviation 0
+    assert main(_example_args("--previous-plan", str(rough_path), "--out", str(smooth_path))) == 0
+    printed = capsys.readouterr().out
+    assert "deviation kW" in printed and "deviation from the previous plan 0.0 kW" in printed
+    replan = Plan.from_json(smooth_path.read_text(encoding="utf-8"))
+    assert replan.quality is not None and replan.quality.deviation_from_previous_kw is not None
+    assert max(replan.quality.deviation_from_previous_kw.values()) < 1e-4
+
+
+def test_plan_smoothing_setting_turns_the_second_stage_off(tmp_path: Path) -> None:
+    site = (EXAMPLES / "site.toml").read_text(encoding="utf-8")
+    (tmp_path / "site.toml").write_text(site.replace("[central]\n", "[central]\nplan_smoothing = false\n"))
+    out = tmp_path / "plan.json"
+    args = [
+        "optimize",
+        "--site",
+        str(tmp_path / "site.toml"),
+        "--day-ahead",
+        str(EXAMPLES / "day-ahead.json"),
+    ]
+    assert main([*args, "--out", str(out)]) == 0
+    plan = Plan.from_json(out.read_text(encoding="utf-8"))
+    assert plan.quality is not None and plan.quality.cost_tolerance_rel == 0.0 and plan.solver.stage2_s == 0.0
+
+
+def test_optimize_refuses_a_bad_previous_plan(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "previous.json"
+    bad.write_text('{"plan_id": "p"', encoding="utf-8")
+    assert main(_example_args("--previous-plan", str(bad))) == 2
+    assert f"{bad}: Invalid JSON" in capsys.readouterr().err
+    assert main(_example_args("--previous-plan", str(tmp_path / "missing.json"))) == 2
+    assert "cannot read" in capsys.readouterr().err
+
+
+def test_optimize_exits_3_naming_the_violation(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = json.loads((EXAMPLES / "day-ahead.json").read_text(encoding="utf-8"))
+    data["load_kw"][40] = 2000.0  # far above the import limit plus every cabinet's discharge
+    day = tmp_path / "day.json"
+    day.write_text(json.dumps(data), encoding="utf-8")
+    out = tmp_path / "plan.json"
+    code = main(
+        ["optimize", "--site", str(EXAMPLES / "site.toml"), "--day-ahead", str(day), "--out", str(out)]
+    )
+    assert code == 3
+    err = capsys.readouterr().err
+    assert "error: the plan has violations: unserved energy" in err and "interval 40" in err
+    assert Plan.from_json(out.read_text(encoding="utf-8")).status is PlanStatus.OPTIMAL_WITH_VIOLATIONS

@@ -18,6 +18,8 @@ from asyncua.ua.uaerrors import UaError
 
 from central.edge_link import EdgeFleet, PushStatus
 from edge.opcua import EdgeOpcUaServer
+from edge.opcua.aspace_cache import AddressSpaceCache, shelf_base
+from lab.loopback import opcua_node_cache_dir
 from lab.memory_edge import InMemoryEdgeControl
 from shared.clock import RealClock
 from shared.edge_api import Decision, EdgeMode, EdgeTelemetry
@@ -28,10 +30,10 @@ from shared.opcua.pki import (
     PkiError,
     create_identity,
     edge_node,
-    ensure_site_pki,
     pki_layout,
     write_identity,
 )
+from shared.opcua.provision import ensure_site_pki
 from shared.opcua.users import Role, UserEntry, Users, hash_password, write_users
 from shared.plan import Plan
 from shared.schedule import CabinetSchedule
@@ -101,7 +103,9 @@ class Edges:
     async def start(self, cabinet_id: str, control: CountingControl | None = None) -> None:
         if control is not None:
             self.controls[cabinet_id] = control
-        server = EdgeOpcUaServer(self.site, cabinet_id, self.controls[cabinet_id], self.clock, self.pki_dir)
+        server = EdgeOpcUaServer(
+            self.site, cabinet_id, self.controls[cabinet_id], self.clock, self.pki_dir, opcua_node_cache_dir()
+        )
         await server.start()
         self.servers[cabinet_id] = server
 
@@ -473,3 +477,69 @@ async def test_bad_setup_is_refused_before_anything_starts(
         with pytest.raises(ValueError, match="failed"):
             await central.push_plan(make_plan(site, "p").model_copy(update={"status": "failed"}))
         assert central.last_outcomes() == {}
+
+
+async def test_standard_nodes_come_from_the_node_cache_after_the_first_start(
+    site: SiteConfig, pki_dir: Path, tmp_path: Path
+) -> None:
+    """The first start writes the standard address space to the state directory; the next start serves it
+    from there, and a third-party client still browses standard nodes and the cabinet."""
+    cache = tmp_path / "state"
+    control = InMemoryEdgeControl(site.cabinet("cab-1"), RealClock())
+    first = EdgeOpcUaServer(site, "cab-1", control, RealClock(), pki_dir, cache)
+    await first.start()
+    await first.stop()
+    marker = shelf_base(cache)
+    assert marker.is_file() and not list(cache.glob("*.tmp*"))
+    assert AddressSpaceCache(cache).init_path() == marker
+    async with EdgeOpcUaServer(site, "cab-1", control, RealClock(), pki_dir, cache):
+        client = await connect(site, pki_dir)
+        try:
+            state = await client.get_node(ua.NodeId(ua.ObjectIds.Server_ServerStatus_State)).read_value()
+            assert state == ua.ServerState.Running
+            cabinet, namespace = await cabinet_node(client)
+            variable = await cabinet.get_child(f"{namespace}:CabinetId")  # type: ignore[attr-defined]
+            cabinet_id = await variable.read_value()
+            assert cabinet_id == "cab-1"
+        finally:
+            await client.disconnect()
+
+
+async def test_a_failed_connect_closes_its_socket_without_library_warnings(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Each reconnect attempt to a down edge must not add asyncua teardown warnings to the log, and an
+    attempt cut short by the timeout must not leave its socket open."""
+    from central.edge_link.session import ClientSecurity, EdgeSession
+    from lab.loopback import free_port
+
+    caplog.set_level(logging.DEBUG, logger="asyncua")
+    security = ClientSecurity("central", "pw", "urn:test:central", insecure=True)
+
+    async def attempt(endpoint: str) -> BaseException:
+        with pytest.raises((OSError, TimeoutError)) as info:
+            await EdgeSession.open(
+                endpoint, "test-site", "cab-1", security,
+                request_timeout_s=0.5, publishing_interval_ms=100.0, on_change=lambda _: None,
+            )  # fmt: skip
+        return info.value
+
+    refused = await attempt(f"opc.tcp://127.0.0.1:{free_port()}")
+    assert isinstance(refused, ConnectionRefusedError), refused
+
+    readers: list[asyncio.StreamReader] = []
+
+    async def accept(reader: asyncio.StreamReader, _writer: asyncio.StreamWriter) -> None:
+        readers.append(reader)
+
+    silent = await asyncio.start_server(accept, "127.0.0.1", 0)  # accepts, never answers Hello
+    try:
+        port = silent.sockets[0].getsockname()[1]
+        assert isinstance(await attempt(f"opc.tcp://127.0.0.1:{port}"), TimeoutError)
+        hello = await asyncio.wait_for(readers[0].read(), 5.0)  # read() returns at EOF: the socket closed
+        assert hello.startswith(b"HEL")
+    finally:
+        silent.close()
+        await silent.wait_closed()
+    warnings = [r for r in caplog.records if r.name.startswith("asyncua") and r.levelno >= logging.WARNING]
+    assert not warnings, [r.getMessage() for r in warnings]

@@ -31,11 +31,11 @@ from shared.opcua.pki import (
     certificate_uris,
     create_identity,
     edge_node,
-    ensure_site_pki,
     load_identity,
     pki_layout,
     write_identity,
 )
+from shared.opcua.provision import ensure_site_pki
 from shared.opcua.trust import PeerRole, RefusalKind, TrustList, peer_problem
 from shared.opcua.ua_security import CertificateGate, first_der_certificate
 from shared.opcua.ua_types import ObjectIds, numeric_node_id
@@ -223,8 +223,8 @@ def test_ensure_site_pki_creates_then_keeps(pki: tuple[SiteConfig, Path]) -> Non
         assert layout.trusted_copy(node).read_bytes() == identity.certificate_der
     assert sorted(p.name for p in layout.trusted_clients_dir.iterdir()) == ["central.cert.der"]
     before = layout.cert_path(CENTRAL_NODE).read_bytes()
-    report = ensure_site_pki(site, layout)
-    assert not report.created and len(report.kept) == 3
+    report = ensure_site_pki(site, layout, central_hosts=["localhost"])
+    assert not report.created and len(report.kept) == 4  # central, two edges, the HTTP API's certificate
     assert layout.cert_path(CENTRAL_NODE).read_bytes() == before
 
 

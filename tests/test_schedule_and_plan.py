@@ -82,8 +82,9 @@ def test_plan_json_matches_the_contract() -> None:
     data = json.loads(make_plan().to_json())
     assert set(data) == {
         "plan_id", "created_at", "start", "interval_minutes", "status", "objective", "grid_kw",
-        "pv_used_kw", "cabinets", "violations", "solver",
+        "pv_used_kw", "cabinets", "violations", "solver", "quality",
     }  # fmt: skip
+    assert data["quality"] is None  # a plan without the second stage's measures (e.g. failed)
     assert data["created_at"] == "2026-11-24T00:00:00Z"
     assert data["status"] == "optimal"
     components = {
@@ -97,6 +98,8 @@ def test_plan_json_matches_the_contract() -> None:
     assert set(data["objective"]) == {"total", *components}
     assert data["cabinets"]["cab-1"] == {"setpoint_kw": [-10.0, 40.0], "soc_pct": [55.0, 35.0]}
     assert Plan.from_json(make_plan().to_json()) == make_plan()
+    del data["quality"]  # plans stored before the quality block existed still load
+    assert Plan.from_json(json.dumps(data)) == make_plan()
 
 
 def test_plan_gives_each_cabinet_its_schedule() -> None:

@@ -9,5 +9,6 @@ reference model) and the solver settings. See docs/dispatch.md.
 from central.dispatch.optimizer import optimize, solve_dispatch
 from central.dispatch.options import DispatchOptions
 from central.dispatch.result import DispatchResult
+from central.dispatch.warm_start import WarmStart
 
-__all__ = ["DispatchOptions", "DispatchResult", "optimize", "solve_dispatch"]
+__all__ = ["DispatchOptions", "DispatchResult", "WarmStart", "optimize", "solve_dispatch"]

@@ -12,7 +12,11 @@ summed capacity and limits:
 - any solution of the group cabinet, split in proportion to capacity, is feasible for every member (all
   member data is the group's data times the member's capacity share) with the same objective.
 
-So both LPs have the same optimal value, and the split solution is optimal for the original LP. Not used with
+So both LPs have the same optimal value, and the split solution is optimal for the original LP. The second
+stage (docs/dispatch.md: plan quality) stays exact when the members' previous-plan setpoints and current
+setpoints are also the same per unit (part of the key, rounded to 1e-9 kW/kWh): the total variation and the
+deviation of a sum are at most the sums of the members' (triangle inequality), with equality for the
+proportional split, and members of a group have equal SoC, so they add no spread. Not used with
 ``forbid_simultaneous``: there a group's binary would also forbid one member charging while another
 discharges, which the original MIP allows.
 """
@@ -49,6 +53,7 @@ def group_identical(x: DispatchInputs) -> CabinetGroups:
     """
     keys = np.column_stack(
         [
+            *_per_unit_targets(x),
             x.charge_limit_kw / x.capacity_kwh,
             x.discharge_limit_kw / x.capacity_kwh,
             x.charge_efficiency,
@@ -68,6 +73,28 @@ def group_identical(x: DispatchInputs) -> CabinetGroups:
     group_of = rank[group_of.ravel()].astype(np.intp)
     group_capacity = np.bincount(group_of, weights=x.capacity_kwh, minlength=order.size)
     return CabinetGroups(group_of=group_of, share=x.capacity_kwh / group_capacity[group_of], count=order.size)
+
+
+def _per_unit_targets(x: DispatchInputs) -> list[FloatArray]:
+    """Key columns of the second stage's targets per kWh of capacity (unknown: +inf), rounded so that a
+    proportional split of an earlier plan groups again."""
+    columns: list[FloatArray] = []
+    for target in (x.previous_setpoint_kw, x.current_setpoint_kw):
+        if target is None:
+            continue
+        values = target.reshape(x.cabinets, -1) / x.capacity_kwh[:, np.newaxis]
+        columns.extend(np.where(np.isfinite(values), np.round(values, 9), np.inf).T)
+    return columns
+
+
+def _summed_target(target: FloatArray | None, groups: CabinetGroups) -> FloatArray | None:
+    """A second-stage target of each group: its members' sum (NaN stays NaN: members share coverage)."""
+    if target is None:
+        return None
+    shape = (groups.count, *target.shape[1:])
+    summed = np.zeros(shape)
+    np.add.at(summed, groups.group_of, target)
+    return summed
 
 
 def aggregate(x: DispatchInputs, groups: CabinetGroups) -> DispatchInputs:
@@ -91,6 +118,8 @@ def aggregate(x: DispatchInputs, groups: CabinetGroups) -> DispatchInputs:
         soc_final_min_pct=x.soc_final_min_pct[first],
         initial_soc_pct=x.initial_soc_pct[first],
         cycle_cost_per_kwh=x.cycle_cost_per_kwh[first],
+        previous_setpoint_kw=_summed_target(x.previous_setpoint_kw, groups),
+        current_setpoint_kw=_summed_target(x.current_setpoint_kw, groups),
     )
 
 

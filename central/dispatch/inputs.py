@@ -24,7 +24,9 @@ from datetime import datetime
 import numpy as np
 from numpy.typing import NDArray
 
+from central.dispatch.previous import previous_setpoints_kw
 from shared.dayahead import DayAhead
+from shared.plan import Plan
 from shared.site import SiteConfig
 
 FloatArray = NDArray[np.float64]
@@ -67,6 +69,9 @@ class DispatchInputs:
     interval_h: float
     start: datetime
     interval_minutes: int
+    # Second stage (docs/dispatch.md: plan quality); NaN where unknown.
+    previous_setpoint_kw: FloatArray | None = None  # (B, T): the previous plan on the intervals it covers
+    current_setpoint_kw: FloatArray | None = None  # (B,): the setpoint each cabinet runs at planning time
 
     @property
     def cabinets(self) -> int:
@@ -133,14 +138,20 @@ def build_inputs(
     dayahead: DayAhead,
     live_soc_pct: Mapping[str, float] | None = None,
     final_soc_min_pct: Mapping[str, float] | None = None,
+    *,
+    previous_plan: Plan | None = None,
+    current_setpoint_kw: Mapping[str, float] | None = None,
 ) -> DispatchInputs:
     """Arrays for the LP; raise :class:`DispatchInputError` naming every unusable input.
 
     ``final_soc_min_pct`` [%] replaces the default terminal SoC (the initial SoC) of cabinets whose site
     entry has no ``soc_final_min_pct``; the central's rolling re-optimization passes the end SoC its active
     plan promised, so re-planning during the day never lowers the day's end target.
+    ``previous_plan`` and ``current_setpoint_kw`` [kW, + discharge] are what the second stage keeps the plan
+    close to (docs/dispatch.md: plan quality).
     """
     _check(site, dayahead, live_soc_pct or {}, final_soc_min_pct or {})
+    _check_setpoints(site, current_setpoint_kw or {})
     soc0 = initial_soc(site, dayahead, live_soc_pct)
     cabinets = site.cabinets
 
@@ -185,7 +196,27 @@ def build_inputs(
         interval_h=dayahead.interval_h,
         start=dayahead.start,
         interval_minutes=dayahead.interval_minutes,
+        previous_setpoint_kw=None
+        if previous_plan is None
+        else previous_setpoints_kw(
+            previous_plan, site.cabinet_ids, dayahead.start, dayahead.interval_minutes, dayahead.steps
+        ),
+        current_setpoint_kw=None
+        if not current_setpoint_kw
+        else column([float(current_setpoint_kw.get(c.id, math.nan)) for c in cabinets]),
     )
+
+
+def _check_setpoints(site: SiteConfig, current_setpoint_kw: Mapping[str, float]) -> None:
+    problems: list[str] = []
+    known = set(site.cabinet_ids)
+    for cabinet_id, value in current_setpoint_kw.items():
+        if cabinet_id not in known:
+            problems.append(f"current_setpoint_kw: unknown cabinet {cabinet_id!r}")
+        elif isinstance(value, bool) or not (isinstance(value, int | float) and math.isfinite(value)):
+            problems.append(f"current_setpoint_kw.{cabinet_id}: must be a finite number of kW, got {value!r}")
+    if problems:
+        raise DispatchInputError(problems)
 
 
 def _check(

@@ -32,6 +32,12 @@ class DispatchOptions:
     - ``threads``: HiGHS threads (1: the machine is shared with the edges and the service).
     - ``aggregate_identical``: solve cabinets with identical per-unit parameters and state as one (exact,
       see :mod:`central.dispatch.aggregation`), then split the result in proportion to capacity.
+    - ``smoothing``: run the second stage (docs/dispatch.md: plan quality): among the plans within
+      ``cost_tolerance_rel`` of the optimal cost, the one closest to the previous plan, then with the least
+      total variation of the setpoints, then with the least SoC spread between cabinets of one model. Off:
+      the plan is the LP's first optimal vertex.
+    - ``cost_tolerance_rel``: how far above the optimal cost [-, relative to ``max(|optimum|, 1)``] the
+      second stage may go.
     - ``interruptible``: let Ctrl-C stop HiGHS (``highspy`` backend). For command-line processes only: it
       takes the GIL at every simplex iteration, so with another busy Python thread (a service's event loop)
       the solve slows down by orders of magnitude. Off, HiGHS runs without touching the GIL.
@@ -45,6 +51,8 @@ class DispatchOptions:
     presolve: bool = True
     threads: int = 1
     aggregate_identical: bool = True
+    smoothing: bool = True
+    cost_tolerance_rel: float = 1e-6
     interruptible: bool = False
 
     def __post_init__(self) -> None:
@@ -58,6 +66,8 @@ class DispatchOptions:
             raise ValueError(
                 f"lp_algorithm must be one of {', '.join(LP_ALGORITHMS)}, got {self.lp_algorithm!r}"
             )
+        if not (math.isfinite(self.cost_tolerance_rel) and 0.0 <= self.cost_tolerance_rel < 1.0):
+            raise ValueError(f"cost_tolerance_rel must be in [0, 1), got {self.cost_tolerance_rel!r}")
         if not 1 <= self.threads <= 64:
             raise ValueError(f"threads must be 1-64, got {self.threads!r}")
 

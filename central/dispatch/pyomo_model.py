@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from central.dispatch import pyomo_quality, quality
 from central.dispatch.inputs import DispatchInputs, FloatArray
 from central.dispatch.options import DispatchOptions
 from central.dispatch.solution import LpSolution, failed_solution
@@ -188,8 +189,11 @@ def _add_objective(m: Any, x: DispatchInputs) -> None:
     m.total = pyo.Objective(expr=energy - export + cycle + demand + imbalance + penalties, sense=pyo.minimize)
 
 
-def solve_model(m: Any, options: DispatchOptions) -> tuple[bool, str, float]:
-    """Solve with HiGHS through Pyomo: (usable solution, message, objective value)."""
+def solve_model(m: Any, options: DispatchOptions, time_limit_s: float | None = None) -> tuple[bool, str, Any]:
+    """Solve the active objective with HiGHS through Pyomo and load the solution: (usable, message, results).
+
+    ``time_limit_s`` defaults to the options' limit.
+    """
     from pyomo.contrib.solver.common.results import TerminationCondition
     from pyomo.contrib.solver.solvers.highs import Highs
 
@@ -198,10 +202,13 @@ def solve_model(m: Any, options: DispatchOptions) -> tuple[bool, str, float]:
     suppress_banner()
     solver_options = options.highs_options()
     solver_options.pop("output_flag")
-    time_limit_s = float(solver_options.pop("time_limit"))
+    configured_s = float(solver_options.pop("time_limit"))
+    limit_s = configured_s if time_limit_s is None else time_limit_s
+    if limit_s <= 0:
+        return False, f"HiGHS stopped at the time limit of {configured_s:g} s without a proven optimum", None
     results = Highs().solve(
         m,
-        time_limit=time_limit_s,
+        time_limit=limit_s,
         solver_options=solver_options,
         load_solutions=False,
         raise_exception_on_nonoptimal_result=False,
@@ -209,14 +216,11 @@ def solve_model(m: Any, options: DispatchOptions) -> tuple[bool, str, float]:
     condition = results.termination_condition
     if condition != TerminationCondition.convergenceCriteriaSatisfied:
         if condition == TerminationCondition.maxTimeLimit:
-            return (
-                False,
-                f"HiGHS stopped at the time limit of {time_limit_s:g} s without a proven optimum",
-                0.0,
-            )
-        return False, f"HiGHS (through Pyomo): {condition.name}", 0.0
+            message = f"HiGHS stopped at the time limit of {configured_s:g} s without a proven optimum"
+            return False, message, results
+        return False, f"HiGHS (through Pyomo): {condition.name}", results
     results.solution_loader.load_vars()
-    return True, "HiGHS through Pyomo: optimal", float(results.incumbent_objective)
+    return True, "HiGHS through Pyomo: optimal", results
 
 
 def extract(m: Any, x: DispatchInputs) -> dict[str, FloatArray]:
@@ -242,15 +246,49 @@ def extract(m: Any, x: DispatchInputs) -> dict[str, FloatArray]:
 
 
 def solve(x: DispatchInputs, options: DispatchOptions) -> LpSolution:
-    """Build, solve and extract; never raises for solver trouble (``ok`` False, with the reason)."""
+    """Build, solve, run the second stage when ``options.smoothing``, extract; never raises for solver
+    trouble (``ok`` False, with the reason)."""
+    import pyomo.environ as pyo
+
     build_start_s = time.perf_counter()
     m = build_model(x, forbid_simultaneous=options.forbid_simultaneous)
     build_s = time.perf_counter() - build_start_s
     solve_start_s = time.perf_counter()
-    ok, message, objective = solve_model(m, options)
+    ok, message, results = solve_model(m, options)
     solve_s = time.perf_counter() - solve_start_s
     if not ok:
         return failed_solution(message, build_s, solve_s)
+    optimum = float(results.incumbent_objective)
+    stage2_s = 0.0
+    if options.smoothing and quality.criteria(x):
+        first = _first_stage(m, options, results)
+        if first is not None:
+            optimum = float(pyo.value(m.total))
+        second = pyomo_quality.smooth(m, x, options, first, optimum, solve_model, solve_s)
+        stage2_s = second.solve_s
+        message += quality.describe_second_stage(second.completed, second.stopped, second.solve_s)
     return LpSolution(
-        ok=True, message=message, build_s=build_s, solve_s=solve_s, objective_value=objective, **extract(m, x)
+        ok=True,
+        message=message,
+        build_s=build_s,
+        solve_s=solve_s + stage2_s,
+        objective_value=float(pyo.value(m.total.expr)),
+        cost_optimum=optimum,
+        stage2_s=stage2_s,
+        **extract(m, x),
+        warm_start=None,  # the reference model always starts from scratch
     )
+
+
+def _first_stage(m: Any, options: DispatchOptions, results: Any) -> Any:
+    """Results with duals: the LP's own; a MIP's binaries are held and the remaining LP solved again (None
+    when that fails: the second stage then only bounds the cost)."""
+    import pyomo.environ as pyo
+
+    if not hasattr(m, "charging"):
+        return results
+    for var in m.charging.values():
+        var.fix(round(var.value or 0.0))
+        var.domain = pyo.Reals
+    ok, _, lp_results = solve_model(m, options)
+    return lp_results if ok else None

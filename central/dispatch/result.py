@@ -14,9 +14,11 @@ from datetime import datetime, timedelta
 import numpy as np
 from numpy.typing import NDArray
 
+from central.dispatch import quality
 from central.dispatch.inputs import DispatchInputs, FloatArray
 from central.dispatch.solution import LpSolution
-from shared.plan import CabinetPlan, ObjectiveBreakdown, Plan, PlanStatus, SolverInfo
+from central.dispatch.warm_start import WarmStart
+from shared.plan import CabinetPlan, ObjectiveBreakdown, Plan, PlanQuality, PlanStatus, SolverInfo
 from shared.timeutil import format_utc
 
 POWER_TOLERANCE_KW = 1e-6  # below this a charge, discharge or unserved power counts as zero
@@ -40,7 +42,11 @@ class DispatchResult:
     discharge_kw: FloatArray
     violations: tuple[str, ...]
     solver: SolverInfo
-    solver_objective: float  # the solver's own optimal value (nan if failed)
+    solver_objective: float  # the solver's own value of the plan's cost (nan if failed)
+    quality: PlanQuality | None = None  # None if failed
+    warm_start: WarmStart | None = (
+        None  # for the re-plan that replaces this one (solve_dispatch(warm_start=))
+    )
 
     @property
     def steps(self) -> int:
@@ -76,6 +82,7 @@ class DispatchResult:
             cabinets=cabinets,
             violations=list(self.violations),
             solver=self.solver,
+            quality=self.quality,
         )
 
 
@@ -103,8 +110,13 @@ def failed_result(
     )
 
 
-def evaluate(x: DispatchInputs, solution: LpSolution, solver: SolverInfo) -> DispatchResult:
-    """The result of a solved LP: breakdown, violations and status from the primal values."""
+def evaluate(
+    x: DispatchInputs, solution: LpSolution, solver: SolverInfo, cost_tolerance_rel: float
+) -> DispatchResult:
+    """The result of a solved LP: breakdown, violations, status and quality from the primal values.
+
+    ``cost_tolerance_rel`` is the second stage's (0 when it was off).
+    """
     if not solution.ok:
         return failed_result(x.cabinet_ids, x.start, x.interval_minutes, solver)
     # Round-off may put a value a hair outside its bounds; setpoints go to edges that check limits.
@@ -136,6 +148,27 @@ def evaluate(x: DispatchInputs, solution: LpSolution, solver: SolverInfo) -> Dis
         violations=tuple(violations),
         solver=solver,
         solver_objective=solution.objective_value,
+        quality=_quality(x, discharge - charge, solution, cost_tolerance_rel),
+        warm_start=solution.warm_start,
+    )
+
+
+def _quality(
+    x: DispatchInputs, setpoint_kw: FloatArray, solution: LpSolution, cost_tolerance_rel: float
+) -> PlanQuality:
+    variation = quality.total_variation_kw(setpoint_kw, x.current_setpoint_kw)
+    deviation = None
+    if quality.covered(x).any():
+        if x.previous_setpoint_kw is None:  # narrowed for the type checker; callers guarantee it
+            raise ValueError("previous_setpoint_kw is required here")
+        per_cabinet = quality.deviation_kw(setpoint_kw, x.previous_setpoint_kw)
+        deviation = {cabinet_id: float(per_cabinet[b]) for b, cabinet_id in enumerate(x.cabinet_ids)}
+    optimum = solution.cost_optimum if np.isfinite(solution.cost_optimum) else solution.objective_value
+    return PlanQuality(
+        cost_tolerance_rel=cost_tolerance_rel,
+        cost_optimum=float(optimum),
+        total_variation_kw={cabinet_id: float(variation[b]) for b, cabinet_id in enumerate(x.cabinet_ids)},
+        deviation_from_previous_kw=deviation,
     )
 
 

@@ -122,7 +122,7 @@ class EdgeLink:
                     raise asyncio.CancelledError from exc
                 self._unreachable(_describe(exc), delay_s)
                 self._tried.set()
-                await asyncio.sleep(delay_s * random.uniform(0.8, 1.2))
+                await asyncio.sleep(delay_s * random.uniform(0.8, 1.2))  # nosec B311  # backoff jitter
                 delay_s = min(delay_s * 2.0, self._settings.reconnect_max_s)
                 continue
             delay_s = self._settings.reconnect_min_s

@@ -20,6 +20,7 @@ from asyncua.common.node import Node
 from asyncua.common.subscription import DataChangeNotif, Subscription
 from asyncua.crypto import uacrypto
 from asyncua.ua.uaerrors import UaStatusCodeError
+from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from shared.edge_api import Decision, EdgeTelemetry
@@ -33,7 +34,7 @@ from shared.opcua.common import (
     telemetry_from_values,
 )
 from shared.opcua.trust import PeerRole, TrustList
-from shared.opcua.ua_security import POLICY_CLASSES, CertificateGate
+from shared.opcua.ua_security import POLICY_CLASSES, CertificateGate, first_der_certificate
 from shared.opcua.ua_types import StatusCodes, ua_datetime
 from shared.schedule import CabinetSchedule
 
@@ -91,6 +92,7 @@ class EdgeSession:
         self._flush_pending = False
         self._telemetry: EdgeTelemetry | None = None
         self._telemetry_problem = ""
+        self._activated = False  # the session was activated (else only the socket may be left open)
 
     @property
     def telemetry(self) -> EdgeTelemetry | None:
@@ -118,11 +120,13 @@ class EdgeSession:
         client.set_user(security.username)
         client.set_password(security.password)
         if not security.insecure:
-            await _secure(client, security, edge_application_uri(site_name, cabinet_id))
+            edge_uri = edge_application_uri(site_name, cabinet_id)
+            await _secure(client, security, edge_uri, request_timeout_s)
         session = cls(client, cabinet_id, on_change)
         client.connection_lost_callback = session._connection_lost
         try:
             await _connect(client, security.username, request_timeout_s)
+            session._activated = True
             await asyncio.wait_for(session._prepare(publishing_interval_ms), request_timeout_s)
         except BaseException:
             await session.close()
@@ -230,6 +234,12 @@ class EdgeSession:
         """Close the session; quick even when the edge is gone."""
         self._client.connection_lost_callback = None
         self._telemetry = None
+        if not self._activated:
+            # A failed connect closed its channel itself; one cut short by the timeout may leave the socket
+            # open. asyncua's full disconnect would log a WARNING for the missing channel at every retry.
+            with contextlib.suppress(Exception):
+                self._client.disconnect_socket()
+            return
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self._client.disconnect(), 2.0)
 
@@ -249,19 +259,41 @@ async def _connect(client: Client, username: str, timeout_s: float) -> None:
         ) from None
 
 
-async def _secure(client: Client, security: ClientSecurity, edge_uri: str) -> None:
+async def _secure(client: Client, security: ClientSecurity, edge_uri: str, timeout_s: float) -> None:
     trust = security.trust
     if trust is None:
         raise LinkError("no trust list for the edges' certificates")
-    # Pin the edge: its certificate must be in the trust list under the cabinet's application URI.
-    pinned = trust.find_by_uri(edge_uri, datetime.now(UTC))
-    if pinned is None:
+    gate = CertificateGate(trust, PeerRole.SERVER, expected_uri=edge_uri)
+    # Pin the edge: its certificate must be in the trust list under the cabinet's application URI, or,
+    # with a site CA, the certificate the edge announces must be issued by the CA for that URI.
+    server_certificate = trust.find_by_uri(edge_uri, datetime.now(UTC))
+    if server_certificate is None and trust.has_authorities():
+        server_certificate = await _announced_certificate(client, security.policy_name, timeout_s)
+    if server_certificate is None:
         raise LinkError(f"no valid certificate for {edge_uri} in the trust list {trust.directory}")
+    refusal = gate.check(server_certificate)
+    if refusal is not None:
+        raise LinkError(f"edge certificate refused: {refusal}")
     await client.set_security(
         POLICY_CLASSES[security.policy_name],
         uacrypto.CertProperties(security.certificate_der, extension="der"),
         uacrypto.CertProperties(security.private_key_pem, extension="pem"),
-        server_certificate=uacrypto.CertProperties(pinned.public_bytes(Encoding.DER), extension="der"),
+        server_certificate=uacrypto.CertProperties(
+            server_certificate.public_bytes(Encoding.DER), extension="der"
+        ),
         mode=ua.MessageSecurityMode.SignAndEncrypt,
     )
-    client.certificate_validator = CertificateGate(trust, PeerRole.SERVER, expected_uri=edge_uri)
+    client.certificate_validator = gate
+
+
+async def _announced_certificate(client: Client, policy_name: str, timeout_s: float) -> x509.Certificate:
+    """The certificate the server announces for ``policy_name`` (GetEndpoints over an unsecured channel;
+    the caller checks it before trusting anything it says)."""
+    endpoints = await asyncio.wait_for(client.connect_and_get_server_endpoints(), timeout_s)
+    endpoint = Client.find_endpoint(
+        endpoints, ua.MessageSecurityMode.SignAndEncrypt, POLICY_CLASSES[policy_name].URI
+    )
+    try:
+        return x509.load_der_x509_certificate(first_der_certificate(endpoint.ServerCertificate or b""))
+    except ValueError as exc:
+        raise LinkError(f"the edge announces no usable certificate: {exc}") from None

@@ -15,14 +15,15 @@ Endpoints:
 No request ends in a bare 500: an exception no handler expected is answered with a one-line reason and
 counted (:mod:`central.service.http_errors`); a body that stops arriving is answered 408.
 
-Write endpoints need ``Authorization: Bearer <token>``; reads are open when the service listens on a
-loopback address (see docs/central.md for the non-loopback rule).
+Access (docs/security.md): uploads need an ``uploader`` token, optimize and reset-interlock an ``operator``
+token, reads are open on a loopback address and need a ``viewer`` token elsewhere (unless ``[central]
+public_reads``); every write is audited. The audit, token and stream-cookie endpoints are in
+:mod:`central.service.api_access`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
@@ -31,9 +32,14 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 from central.edge_link.link import EdgeUnreachableError
+from central.service.access import AuditMiddleware, audit_note, client_address
+from central.service.api_access import access_router
+from central.service.audit import AuditAction
+from central.service.auth import Principal
 from central.service.health import findings
 from central.service.http_errors import UnhandledErrors
 from central.service.state import RunResult, RunTrigger, UploadOutcome
+from central.service.tokens import ApiRole
 from central.service.views import (
     CabinetOut,
     DayAheadJson,
@@ -80,37 +86,19 @@ def create_app(service: CentralService) -> FastAPI:
         version=__version__,
         description="Day-ahead upload, plans, edge status and metrics of one battery storage site.",
     )
-    app.add_middleware(UnhandledErrors, count=service.metrics.http_error)
-    token = service.config.api_token
     wait_s = service.site.central.solver_time_limit_s + service.site.central.push_timeout_s + WAIT_MARGIN_S
     body_timeout_s = service.site.central.http_body_timeout_s
-
-    def check_token(request: Request) -> None:
-        if token is None:
-            raise HTTPException(
-                403,
-                "write endpoints are disabled: no API token configured"
-                " ([central] api_token or EMS_API_TOKEN)",
-            )
-        scheme, _, given = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not given:
-            raise HTTPException(
-                401, "missing bearer token (Authorization: Bearer <token>)", {"WWW-Authenticate": "Bearer"}
-            )
-        if not hmac.compare_digest(given.strip().encode(), token.encode()):
-            raise HTTPException(
-                401, "invalid bearer token", {"WWW-Authenticate": 'Bearer error="invalid_token"'}
-            )
-
-    def check_read(request: Request) -> None:
-        if service.config.read_token_required:
-            check_token(request)
-
-    write = [Depends(check_token)]
-    read = [Depends(check_read)]
+    access = service.access
+    # Outermost last: an unexpected exception becomes a 500 answer, which the audit trail then records.
+    app.add_middleware(UnhandledErrors, count=service.metrics.http_error)
+    app.add_middleware(AuditMiddleware, trail=access.trail)
+    app.include_router(access_router(access, service.audit_log, service.config.tokens_file))
+    read = [Depends(access.reader())]
+    operator = Depends(access.require(ApiRole.OPERATOR, AuditAction.RESET_INTERLOCK))
     auth_errors: dict[int | str, dict[str, Any]] = {
         401: {"model": ErrorOut, "description": "Missing or invalid bearer token"},
-        403: {"model": ErrorOut, "description": "No API token is configured"},
+        403: {"model": ErrorOut, "description": "The token lacks the role"},
+        429: {"model": ErrorOut, "description": "Too many failed authentications from this address"},
     }
 
     @app.exception_handler(RequestValidationError)
@@ -124,7 +112,7 @@ def create_app(service: CentralService) -> FastAPI:
     @app.post(
         "/api/v1/day-ahead",
         status_code=201,
-        dependencies=write,
+        dependencies=[Depends(access.require(ApiRole.UPLOADER, AuditAction.UPLOAD))],
         response_model=UploadResultOut,
         summary="Upload day-ahead data (JSON or CSV)",
         responses={
@@ -161,11 +149,13 @@ def create_app(service: CentralService) -> FastAPI:
         try:
             accepted = await service.accept_upload(raw, fmt)
         except UploadError as exc:
+            audit_note(request, f"refused: {exc}")
             return _refused(exc)
+        audit_note(request, f"upload {accepted.upload.upload_id} sha256 {accepted.upload.sha256[:16]}")
         outcome: UploadOutcome | None = None
         if wait:
             outcome = await _wait_for(accepted.outcome, wait_s)
-        body = upload_result_view(accepted.upload, outcome)
+        body = upload_result_view(accepted.upload, outcome, accepted.findings)
         return JSONResponse(body.model_dump(mode="json"), status_code=201 if outcome is not None else 202)
 
     @app.get(
@@ -217,7 +207,7 @@ def create_app(service: CentralService) -> FastAPI:
 
     @app.post(
         "/api/v1/optimize",
-        dependencies=write,
+        dependencies=[Depends(access.require(ApiRole.OPERATOR, AuditAction.OPTIMIZE))],
         response_model=RunOut,
         summary="Re-optimize now",
         responses={
@@ -228,6 +218,7 @@ def create_app(service: CentralService) -> FastAPI:
         },
     )
     async def optimize(
+        request: Request,
         wait: Annotated[bool, Query(description="Wait for the plan and the push outcomes")] = True,
     ) -> Response:
         """Optimize the rest of the active upload from the current interval with live SoC, and push."""
@@ -236,13 +227,15 @@ def create_app(service: CentralService) -> FastAPI:
         if wait:
             result = await _wait_for(future, wait_s)
         if result is None:
+            audit_note(request, "started, not waited for")
             return JSONResponse({"detail": "optimization started"}, status_code=202)
+        plan_id = "no plan" if result.plan is None else f"plan {result.plan.plan.plan_id}"
+        audit_note(request, f"{plan_id}: {result.message}")
         status = 409 if result.skipped else (200 if result.ok else 500)
         return JSONResponse(run_view(result).model_dump(mode="json"), status_code=status)
 
     @app.post(
         "/api/v1/cabinets/{cabinet_id}/reset-interlock",
-        dependencies=write,
         response_model=ResetOut,
         summary="Reset a cabinet's latched interlock",
         responses={
@@ -253,21 +246,27 @@ def create_app(service: CentralService) -> FastAPI:
         },
     )
     async def reset_interlock(
-        request: Request, cabinet_id: Annotated[str, Path(description="The cabinet's id in the site file")]
+        request: Request,
+        cabinet_id: Annotated[str, Path(description="The cabinet's id in the site file")],
+        principal: Principal = operator,
     ) -> Response:
         """Call the edge's ``ResetInterlock`` over OPC UA and return its ``Accepted`` and ``Message``.
 
-        The edge clears a latched interlock only if its condition is gone; every call is logged with the
-        client that asked."""
+        The edge clears a latched interlock only if its condition is gone; every call is logged and
+        written to the audit trail with the token and the client that asked."""
         if cabinet_id not in service.site.cabinet_ids:
+            audit_note(request, f"no cabinet {cabinet_id!r}")
             raise HTTPException(
                 404, f"no cabinet {cabinet_id!r} in the site (it has {', '.join(service.site.cabinet_ids)})"
             )
-        who = _client(request)
+        who = f"token {principal.name!r} from {client_address(request)}"
         try:
             decision = await service.reset_interlock(cabinet_id, who)
         except EdgeUnreachableError as exc:
+            audit_note(request, f"{cabinet_id}: not sent: {exc}")
             raise HTTPException(503, f"reset-interlock of {cabinet_id} not sent: {exc}") from None
+        verdict = "accepted" if decision.accepted else "refused"
+        audit_note(request, f"{cabinet_id}: {verdict} by the edge: {decision.message}")
         body = ResetOut(cabinet_id=cabinet_id, accepted=decision.accepted, message=decision.message)
         return JSONResponse(body.model_dump(mode="json"), status_code=200 if decision.accepted else 409)
 
@@ -336,11 +335,6 @@ async def health_view(service: CentralService) -> HealthOut:
     )
 
 
-def _client(request: Request) -> str:
-    client = request.client
-    return "unknown client" if client is None else f"{client.host}:{client.port}"
-
-
 def _format_of(content_type: str) -> str:
     media = content_type.split(";", 1)[0].strip().lower()
     if media in JSON_TYPES:
@@ -370,7 +364,7 @@ async def _read_body(request: Request, max_bytes: int, timeout_s: float) -> byte
     except TimeoutError:
         log.warning(
             "upload from %s: body incomplete after %g s (%d of %s bytes); answered 408",
-            _client(request),
+            client_address(request),
             timeout_s,
             size,
             declared or "?",

@@ -1,9 +1,11 @@
 """``CentralService``: store, state, edge fleet, scheduler jobs and the HTTP API in one asyncio process.
 
-Start order: the HTTP socket is bound first (a busy port stops the start before anything else happens),
-then the database (and restore of the latest upload, plan and push outcomes), edge fleet, planning queue
-(which first recovers: optimizes the active upload if it has no plan, else resumes the stored plan),
-scheduler, and the HTTP server on the bound socket; stop order is the reverse.
+Start order: the site's plausibility and the listener rule (TLS, or plain HTTP on loopback only) are
+checked, then the HTTP socket is bound (a busy port stops the start before anything else happens), then
+the token verifier, the database (and restore of the latest upload, plan and push outcomes) and the audit
+log, the edge fleet, the planning queue (which first recovers: optimizes the active upload if it has no
+plan, else resumes the stored plan), the scheduler, and the HTTP server (with TLS when configured) on the
+bound socket; stop order is the reverse.
 ``async with CentralService(...) as service`` runs it; :meth:`CentralService.wait_stopped` blocks until
 :meth:`CentralService.request_stop`.
 """
@@ -11,78 +13,43 @@ scheduler, and the HTTP server on the bound socket; stop order is the reverse.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
-import os
 import socket
+import ssl
 import uuid
 from collections.abc import Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 
+from central.service.access import ApiAccess
+from central.service.audit import AuditLog, AuditTrail
+from central.service.auth import LegacyToken, TokenVerifier
+from central.service.config import API_TOKEN_ENV as API_TOKEN_ENV  # re-exported: the Python API
+from central.service.config import ServiceConfig as ServiceConfig
 from central.service.health import HealthSnapshot, findings
 from central.service.http_server import listen, serve_http
 from central.service.intake import check_timing
 from central.service.interfaces import Fleet, Optimizer, dispatch_optimizer
 from central.service.jobs import CentralJobs
+from central.service.listener import listener_context
 from central.service.metrics import CONTENT_TYPE, Metrics, Snapshot, render
 from central.service.planner import Planner
 from central.service.queue import PlanQueue
+from central.service.ratelimit import FailureLimiter
 from central.service.state import RunResult, RunTrigger, ServiceState, UploadOutcome
 from central.service.store import Store, StoredUpload
 from shared.clock import Clock
-from shared.dayahead import check_against_site, parse_dayahead
+from shared.dayahead import MAX_UPLOAD_BYTES, UploadFormat, check_against_site, parse_dayahead
 from shared.edge_api import Decision, EdgeTelemetry
 from shared.errors import ConfigError, Problem, UploadError
-from shared.site import SiteConfig, parse_host_port
+from shared.plausibility import Finding, Severity, accept_dayahead, accept_site
+from shared.site import SiteConfig
 from shared.timeutil import format_utc
 
 log = logging.getLogger(__name__)
 
-API_TOKEN_ENV = "EMS_API_TOKEN"
-MAX_UPLOAD_BYTES = 8 * 1024 * 1024  # two weeks of minute values fit in well under 2 MiB
-
-
-@dataclass(frozen=True)
-class ServiceConfig:
-    """Process-level settings of the service, resolved from the site file and the environment."""
-
-    database_path: Path
-    http_host: str
-    http_port: int  # 0: any free port (see CentralService.http_port)
-    api_token: str | None  # None: every write endpoint is refused
-    read_token_required: bool  # reads need the token too (non-loopback address without public_reads)
-    opcua_username: str
-    opcua_password: str
-
-    @classmethod
-    def from_site(cls, site: SiteConfig, environ: Mapping[str, str] | None = None) -> ServiceConfig:
-        """``EMS_API_TOKEN`` wins over ``[central] api_token``; the OPC UA password comes from the
-        variable named by ``[opcua] central_password_env``. A relative database path is relative to the
-        working directory."""
-        env = os.environ if environ is None else environ
-        host, port = parse_host_port(site.central.http_address)
-        token = (env.get(API_TOKEN_ENV) or site.central.api_token or "").strip() or None
-        return cls(
-            database_path=Path(site.central.database_path),
-            http_host=host,
-            http_port=port,
-            api_token=token,
-            read_token_required=not is_loopback(host) and not site.central.public_reads,
-            opcua_username=site.opcua.central_username,
-            opcua_password=env.get(site.opcua.central_password_env, ""),
-        )
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+STRICT = "[central] strict_plausibility"
 
 
 @dataclass(frozen=True)
@@ -91,6 +58,7 @@ class AcceptedUpload:
 
     upload: StoredUpload
     outcome: asyncio.Future[UploadOutcome]
+    findings: tuple[Finding, ...] = ()  # plausibility warnings and notes (docs/configuration.md)
 
 
 class CentralService:
@@ -103,10 +71,14 @@ class CentralService:
         config: ServiceConfig,
         *,
         optimizer: Optimizer = dispatch_optimizer,
+        limiter: FailureLimiter | None = None,
     ) -> None:
         self.site = site
         self.clock = clock
         self.config = config
+        self._limiter = limiter or FailureLimiter()
+        self._access: ApiAccess | None = None
+        self._audit_log: AuditLog | None = None
         self.state = ServiceState()
         self.metrics = Metrics()
         self._optimizer = optimizer
@@ -118,6 +90,7 @@ class CentralService:
         self._http_port = config.http_port
         self._stopped = asyncio.Event()
         self._upload_lock = asyncio.Lock()
+        self._strict = site.central.strict_plausibility
 
     # ------------------------------------------------------------------------------------- life cycle
 
@@ -141,15 +114,34 @@ class CentralService:
     async def _start(self, stack: AsyncExitStack) -> None:
         from central.edge_link import EdgeFleet
 
-        # First, so that a second service on the same port stops here, before it touches the database
-        # or connects to any edge.
-        sock = listen(self.config.http_host, self.config.http_port)
+        # A site whose plan would aim where the edges trip (when strict: any warning) starts nothing.
+        site_findings = accept_site(self.site, strict=self._strict, strict_by=STRICT, source="site file")
+        _log_findings("site file", site_findings)
+        config = self.config
+        tls = listener_context(
+            config.http_host, config.tls_cert_file, config.tls_key_file, config.insecure_http
+        )
+        # Bound before anything else starts, so that a second service on the same port stops here, before
+        # it touches the database or connects to any edge (TLS is set up on this socket when it serves).
+        sock = listen(config.http_host, config.http_port)
         stack.callback(sock.close)
         self._http_port = int(sock.getsockname()[1])
-
+        verifier = TokenVerifier(self.config.tokens_file, self._legacy_token())
         store = await asyncio.to_thread(Store, self.config.database_path)
         stack.callback(store.close)
         self._store = store
+        audit_log = await asyncio.to_thread(
+            AuditLog, self.config.database_path, self.config.audit_retention_days
+        )
+        stack.callback(audit_log.close)
+        self._audit_log = audit_log
+        self._access = ApiAccess(
+            verifier,
+            self._limiter,
+            AuditTrail(audit_log),
+            read_token_required=self.config.read_token_required,
+            secure_cookies=tls is not None,
+        )
         await asyncio.to_thread(self.state.restore, store)
         self._log_restored()
 
@@ -197,11 +189,11 @@ class CentralService:
         stack.push_async_callback(jobs.shutdown)
         self._jobs = jobs
 
-        await self._start_http(stack, sock)
-        if self.config.api_token is None:
+        await self._start_http(stack, sock, tls)
+        if self.config.api_token is None and verifier.count() == 0:
             log.warning(
-                "no API token ([central] api_token or $%s):"
-                " every write endpoint (upload, optimize, reset-interlock) is refused",
+                "no API token (`ems token add`, [central] api_token or $%s): every write endpoint"
+                " (upload, optimize, reset-interlock) is refused",
                 API_TOKEN_ENV,
             )
         log.info(
@@ -213,10 +205,16 @@ class CentralService:
             _clock_name(self.clock),
         )
 
-    async def _start_http(self, stack: AsyncExitStack, sock: socket.socket) -> None:
+    def _legacy_token(self) -> LegacyToken | None:
+        token = self.config.api_token
+        return None if token is None else LegacyToken(self.config.api_token_name, token)
+
+    async def _start_http(
+        self, stack: AsyncExitStack, sock: socket.socket, tls: ssl.SSLContext | None
+    ) -> None:
         from central.service.api import create_app
 
-        await serve_http(create_app(self), sock, stack)
+        await serve_http(create_app(self), sock, stack, tls)
 
     def request_stop(self) -> None:
         self._stopped.set()
@@ -234,13 +232,26 @@ class CentralService:
     def url(self) -> str:
         host = self.config.http_host
         shown = f"[{host}]" if ":" in host else host
-        return f"http://{shown}:{self._http_port}"
+        scheme = "https" if self.config.tls else "http"
+        return f"{scheme}://{shown}:{self._http_port}"
 
     @property
     def store(self) -> Store:
         if self._store is None:
             raise RuntimeError("the service is not running")
         return self._store
+
+    @property
+    def access(self) -> ApiAccess:
+        if self._access is None:
+            raise RuntimeError("the service is not running")
+        return self._access
+
+    @property
+    def audit_log(self) -> AuditLog:
+        if self._audit_log is None:
+            raise RuntimeError("the service is not running")
+        return self._audit_log
 
     @property
     def fleet(self) -> Fleet:
@@ -295,6 +306,7 @@ class CentralService:
             jobs=health.jobs,
             cabinet_ids=health.cabinet_ids,
             findings=tuple(findings(health)),
+            access=self.access.stats(),
         )
         return render(self.metrics, snapshot)
 
@@ -318,6 +330,14 @@ class CentralService:
                 dayahead = await asyncio.to_thread(parse_dayahead, raw, fmt, "upload")
                 check_against_site(dayahead, self.site, "upload")
                 check_timing(dayahead, now, self.site.central)
+                warnings = accept_dayahead(
+                    dayahead,
+                    self.site,
+                    UploadFormat(fmt),
+                    strict=self._strict,
+                    strict_by=STRICT,
+                    source="upload",
+                )
             except UploadError as exc:
                 self.metrics.upload(False)
                 log.warning("upload refused: %s", "; ".join(exc.lines()))
@@ -341,7 +361,8 @@ class CentralService:
                 format_utc(dayahead.start),
                 format_utc(dayahead.end),
             )
-            return AcceptedUpload(stored, outcome)
+            _log_findings(f"upload {upload_id}", warnings)
+            return AcceptedUpload(stored, outcome, tuple(warnings))
 
     def request_optimization(self, trigger: RunTrigger) -> asyncio.Future[RunResult]:
         return self.queue.request(trigger)
@@ -387,6 +408,12 @@ class CentralService:
             log.info(
                 "restored plan %s (%s, from %s)", plan.plan.plan_id, plan.plan.status.value, plan.trigger
             )
+
+
+def _log_findings(subject: str, findings: list[Finding]) -> None:
+    for finding in findings:
+        level = logging.INFO if finding.severity is Severity.NOTE else logging.WARNING
+        log.log(level, "%s: %s: %s", subject, finding.severity.value, finding)
 
 
 def _clock_name(clock: Clock) -> str:

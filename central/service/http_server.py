@@ -1,11 +1,12 @@
 """The HTTP server of the service: the listening socket (bound first, so a busy port stops the start
-before anything else happens) and uvicorn embedded in the service's event loop."""
+before anything else happens) and uvicorn embedded in the service's event loop, with TLS when configured."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import socket
+import ssl
 from collections.abc import Iterator
 from contextlib import AsyncExitStack
 
@@ -42,8 +43,11 @@ def listen(host: str, port: int) -> socket.socket:
     return sock
 
 
-async def serve_http(app: FastAPI, sock: socket.socket, stack: AsyncExitStack) -> None:
-    """Serve ``app`` on ``sock`` until ``stack`` closes; returns once the server accepts requests."""
+async def serve_http(
+    app: FastAPI, sock: socket.socket, stack: AsyncExitStack, tls: ssl.SSLContext | None
+) -> None:
+    """Serve ``app`` on ``sock`` (over TLS with ``tls``, a context of :mod:`shared.tls`) until ``stack``
+    closes; returns once the server accepts requests."""
     config = uvicorn.Config(
         app,
         log_config=None,
@@ -51,7 +55,11 @@ async def serve_http(app: FastAPI, sock: socket.socket, stack: AsyncExitStack) -
         access_log=False,
         lifespan="off",
         timeout_graceful_shutdown=HTTP_SHUTDOWN_TIMEOUT_S,
+        proxy_headers=False,  # the limiter and the audit trail key on the TCP peer, never a header
+        server_header=False,
     )
+    config.load()
+    config.ssl = tls  # TLS 1.2+ context of shared.tls (uvicorn's own cannot set a minimum version)
     server = _EmbeddedServer(config)
     task = asyncio.create_task(server.serve(sockets=[sock]), name="central-http")
 

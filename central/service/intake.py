@@ -19,10 +19,16 @@ from shared.timeutil import format_utc
 def check_timing(
     dayahead: DayAhead, now: datetime, settings: CentralSettings, source: str = "upload"
 ) -> None:
-    """:class:`UploadError` naming ``start`` when the upload starts outside the window or is over."""
+    """:class:`UploadError` naming ``start`` when the upload is over or starts outside the window."""
     earliest = now - timedelta(days=settings.upload_start_max_past_days)
     latest = now + timedelta(days=settings.upload_start_max_future_days)
     start = format_utc(dayahead.start)
+    if dayahead.end <= now:
+        over = (
+            f"the upload covers {start} to {format_utc(dayahead.end)}, which is over (now {format_utc(now)});"
+            " `ems upload FILE --start today` re-dates a file"
+        )
+        raise UploadError(source, [Problem("start", over)])
     if dayahead.start < earliest:
         message = (
             f"{start} is more than {settings.upload_start_max_past_days:g} days before now"
@@ -35,8 +41,3 @@ def check_timing(
             f" ({format_utc(now)}); [central] upload_start_max_future_days sets the limit"
         )
         raise UploadError(source, [Problem("start", message)])
-    if dayahead.end <= now:
-        covers = f"{start} to {format_utc(dayahead.end)}"
-        raise UploadError(
-            source, [Problem("start", f"the upload covers {covers}, which is over (now {format_utc(now)})")]
-        )

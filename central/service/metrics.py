@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from central.edge_link.outcome import PushStatus
+from central.service.access import AccessStats
 from central.service.health import DegradedReason, Finding
 from central.service.state import JobStatus, RunResult
 from central.service.store import PushRecord, StoredPlan
@@ -88,6 +89,7 @@ class Snapshot:
     jobs: Mapping[str, JobStatus]
     cabinet_ids: tuple[str, ...]
     findings: tuple[Finding, ...] = ()
+    access: AccessStats | None = None
 
 
 def render(metrics: Metrics, snapshot: Snapshot) -> str:
@@ -195,6 +197,8 @@ def render(metrics: Metrics, snapshot: Snapshot) -> str:
     for job_name, job in sorted(snapshot.jobs.items()):
         job_runs.add({"job": job_name}, job.runs)
         job_failures.add({"job": job_name}, job.failures)
+    if snapshot.access is not None:
+        _render_access(out, snapshot.access)
     return out.text()
 
 
@@ -210,6 +214,37 @@ def _render_status(out: _Writer, snapshot: Snapshot) -> None:
     )
     for reason in DegradedReason:
         reasons.add({"reason": reason.value}, sum(1 for f in snapshot.findings if f.reason is reason))
+
+
+def _render_access(out: _Writer, stats: AccessStats) -> None:
+    limiter = stats.limiter
+    denied = out.family(
+        "ems_central_auth_denied_total",
+        "counter",
+        "Requests refused access, by reason (missing_token, invalid_token, forbidden, rate_limited).",
+    )
+    for reason, count in sorted(stats.denied.items()):
+        denied.add({"reason": reason.value}, count)
+    rows = (
+        ("ems_central_auth_failures_total", "counter", "Failed authentications (invalid tokens or cookies).",
+         limiter.failures_total),
+        ("ems_central_auth_blocks_total", "counter", "Client addresses blocked by the failure limiter.",
+         limiter.blocks_total),
+        ("ems_central_auth_blocked_clients", "gauge", "Client addresses blocked now (answered 429).",
+         limiter.blocked_clients),
+        ("ems_central_auth_tracked_clients", "gauge", "Client addresses in the failure limiter's table.",
+         limiter.tracked_clients),
+        ("ems_central_auth_evicted_clients_total", "counter",
+         "Client addresses dropped from the full failure limiter table.", limiter.evicted_total),
+        ("ems_central_auth_hash_verifications_total", "counter",
+         "scrypt verifications of API tokens (cache misses).", stats.hash_verifications_total),
+        ("ems_central_api_tokens", "gauge", "Named API tokens configured.", stats.tokens),
+        ("ems_central_audit_records_total", "counter", "Audit records written.", stats.audit_written_total),
+        ("ems_central_audit_failures_total", "counter", "Audit records that could not be written.",
+         stats.audit_failures_total),
+    )  # fmt: skip
+    for name, kind, help_text, value in rows:
+        out.family(name, kind, help_text).add({}, value)
 
 
 class _Family:

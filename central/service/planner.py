@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 from central.dispatch.inputs import DEFAULT_INITIAL_SOC_PCT
 from central.dispatch.optimizer import new_plan_id
 from central.edge_link.outcome import PushStatus
-from central.service.interfaces import Fleet, Optimizer, PushOutcomeLike
+from central.service.interfaces import Fleet, Optimizer, PushOutcomeLike, live_setpoints_kw
 from central.service.metrics import Metrics
 from central.service.state import RunResult, RunTrigger, ServiceState, SocChoice, SocSource
 from central.service.store import PushRecord, Store, StoredPlan, StoredUpload, UploadPlanning
@@ -219,6 +219,8 @@ class Planner:
             plan_id=plan_id,
             created_at=started,
             final_soc_min_pct=final_soc_pct,
+            previous_plan=self._state.plan.plan if self._state.plan is not None else None,
+            current_setpoint_kw=live_setpoints_kw(self._fleet.telemetry(), self._fleet.connected()),
         )
         optimize_wall_s = time.perf_counter() - wall_start_s
         stored = await asyncio.to_thread(

@@ -3,6 +3,7 @@ functions that build them from the service's state."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Literal
 
@@ -11,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from central.service.health import Finding
 from central.service.state import JobStatus, RunResult, UploadOutcome
 from central.service.store import PushRecord, StoredPlan, StoredUpload
+from shared import plausibility
 from shared.edge_api import EdgeTelemetry
 from shared.timeutil import format_utc
 
@@ -97,6 +99,13 @@ class RunOut(_Out):
     push: dict[str, PushOut]
 
 
+class WarningOut(_Out):
+    location: str = Field(description="Field, series index or key the finding is about")
+    message: str = Field(description="What is implausible, and the unit probably meant")
+    severity: str = Field(description="warning | note (an error refuses the upload)")
+    kind: str = Field(description="wrong_unit | load_beyond_supply | edge_hard_limit | no_initial_soc")
+
+
 class UploadResultOut(_Out):
     upload: UploadOut
     planning: str = Field(
@@ -108,6 +117,9 @@ class UploadResultOut(_Out):
         description="This upload's own optimization run; null while it still runs or when superseded"
     )
     message: str
+    warnings: list[WarningOut] = Field(
+        default_factory=list, description="Plausibility warnings and notes of the accepted upload"
+    )
 
 
 class TelemetryOut(_Out):
@@ -312,28 +324,37 @@ def finding_view(finding: Finding) -> FindingOut:
     return FindingOut(reason=finding.reason.value, cabinet_id=finding.cabinet_id, detail=finding.detail)
 
 
-def upload_result_view(upload: StoredUpload, outcome: UploadOutcome | None) -> UploadResultOut:
-    """The answer to an upload: its own run, or why it has none (superseded, still running)."""
+def warning_view(finding: plausibility.Finding) -> WarningOut:
+    return WarningOut(
+        location=finding.location,
+        message=finding.text,
+        severity=finding.severity.value,
+        kind=finding.kind.value,
+    )
+
+
+def upload_result_view(
+    upload: StoredUpload,
+    outcome: UploadOutcome | None,
+    findings: Sequence[plausibility.Finding] = (),
+) -> UploadResultOut:
+    """The answer to an upload: its own run, or why it has none (superseded, still running), and the
+    upload's plausibility warnings and notes."""
     if outcome is None:
-        return UploadResultOut(
-            upload=upload_view(upload, "pending"),
-            planning="pending",
-            superseded_by=None,
-            run=None,
-            message=f"upload {upload.upload_id} accepted; optimizing",
-        )
-    planning = outcome.planning.value
-    if outcome.run is None:
-        message = (
-            f"upload {upload.upload_id} accepted; superseded by {outcome.superseded_by} before its"
-            " optimization started (that upload is planned instead)"
-        )
+        planning, superseded_by, run = "pending", None, None
+        message = f"upload {upload.upload_id} accepted; optimizing"
     else:
-        message = f"upload {upload.upload_id} accepted; {outcome.run.message}"
+        planning, superseded_by, run = outcome.planning.value, outcome.superseded_by, outcome.run
+        message = f"upload {upload.upload_id} accepted; " + (
+            f"superseded by {superseded_by} before its optimization started (that upload is planned instead)"
+            if run is None
+            else run.message
+        )
     return UploadResultOut(
-        upload=upload_view(upload, planning, outcome.superseded_by),
+        upload=upload_view(upload, planning, superseded_by),
         planning=planning,
-        superseded_by=outcome.superseded_by,
-        run=None if outcome.run is None else run_view(outcome.run),
+        superseded_by=superseded_by,
+        run=None if run is None else run_view(run),
         message=message,
+        warnings=[warning_view(f) for f in findings],
     )

@@ -28,6 +28,7 @@ from asyncua.common.node import Node
 from asyncua.server.server import Server
 
 from edge.opcua.access import EdgeUserManager, RoleRuleset
+from edge.opcua.aspace_cache import AddressSpaceCache
 from edge.opcua.methods import (
     RESULT_OUTPUTS,
     WRITE_SCHEDULE_INPUTS,
@@ -71,8 +72,10 @@ _BAD_RANGE = status(StatusCodes.BadOutOfRange)
 class EdgeOpcUaServer:
     """One cabinet's OPC UA server; use as ``async with EdgeOpcUaServer(...) as server``.
 
-    ``pki_dir`` overrides ``[opcua] pki_dir``. Raises :class:`shared.errors.InputError` subclasses with a
-    one-line reason for a bad endpoint, missing or unusable keys, certificates or users file.
+    ``pki_dir`` overrides ``[opcua] pki_dir``; ``cache_dir`` (the edge's state directory) keeps the standard
+    nodes on disk between starts (:mod:`edge.opcua.aspace_cache`). Raises :class:`shared.errors.InputError`
+    subclasses with a one-line reason for a bad endpoint, missing or unusable keys, certificates or users
+    file.
     """
 
     def __init__(
@@ -82,6 +85,7 @@ class EdgeOpcUaServer:
         control: EdgeControl,
         clock: Clock,
         pki_dir: Path | None = None,
+        cache_dir: Path | None = None,
     ) -> None:
         try:
             self._cabinet = site.cabinet(cabinet_id)
@@ -95,6 +99,7 @@ class EdgeOpcUaServer:
         self._control = control
         self._clock = clock
         self._pki_dir = pki_dir
+        self._node_cache = AddressSpaceCache(cache_dir)
         self._server: Server | None = None
         self._variables: dict[str, Node] = {}
         self._published: dict[str, tuple[object, ua.StatusCode]] = {}
@@ -170,7 +175,8 @@ class EdgeOpcUaServer:
             gate = CertificateGate(TrustList(layout.trusted_clients_dir), PeerRole.CLIENT)
         users = EdgeUserManager(users_path(self._site, layout), gate)
         server = Server(user_manager=users)
-        await server.init()
+        await server.init(self._node_cache.init_path())
+        self._node_cache.publish()
         server.set_endpoint(self.endpoint)
         host, port = self._cabinet.opcua_host_port
         server.socket_address = (settings.bind_host or host, port)

@@ -30,7 +30,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from lab.loopback import loopback_site_toml
+from lab.loopback import loopback_site_toml, opcua_node_cache_dir
 
 PUSH_P99_TARGET_MS = 300.0
 TELEMETRY_P99_TARGET_MS = 200.0
@@ -119,7 +119,8 @@ async def _bench(args: argparse.Namespace) -> int:
 
 
 def _prepare(directory: Path, edges: int, policy: str | None) -> tuple[Path, Path, str, str]:
-    from shared.opcua.pki import ensure_site_pki, pki_layout, users_path
+    from shared.opcua.pki import pki_layout, users_path
+    from shared.opcua.provision import ensure_site_pki
     from shared.opcua.users import Role, UserEntry, Users, hash_password, write_users
     from shared.site import OPCUA_SECURITY_POLICIES, load_site
 
@@ -337,7 +338,9 @@ async def _edge_host_main(site_path: Path, pki_dir: Path, pipe: Connection) -> N
     started = time.perf_counter()
     try:
         for cabinet in site.cabinets:
-            server = EdgeOpcUaServer(site, cabinet.id, controls[cabinet.id], clock, pki_dir)
+            server = EdgeOpcUaServer(
+                site, cabinet.id, controls[cabinet.id], clock, pki_dir, opcua_node_cache_dir()
+            )
             await server.start()
             servers.append(server)
         pipe.send(("ready", time.perf_counter() - started))

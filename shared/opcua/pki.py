@@ -1,39 +1,46 @@
-"""Certificates and keys of the OPC UA link: where they live and how ``ems certs`` makes them.
+"""Certificates and keys of the site: where they live and how they are made and loaded.
 
 Layout of a PKI directory (``[opcua] pki_dir``)::
 
-    own/central.key.pem   own/central.cert.der            the central's client identity
-    own/edge-ID.key.pem   own/edge-ID.cert.der            one server identity per cabinet
-    trusted/clients/      client certificates the edges accept (the central's)
-    trusted/servers/      server certificates the central accepts (the edges')
+    own/central.key.pem   own/central.cert.der            the central's OPC UA client identity
+    own/edge-ID.key.pem   own/edge-ID.cert.der            one OPC UA server identity per cabinet
+    own/central-http.key.pem  own/central-http.cert.pem   the HTTP API's TLS identity (shared.tls)
+    trusted/clients/      client certificates the edges accept (the central's, or the site CA and its CRL)
+    trusted/servers/      server certificates the central accepts (the edges', or the site CA and its CRL)
+    trusted/http-ca.pem   what HTTP clients verify the API's certificate against
+    ca/                   the optional site CA (shared.opcua.ca)
     users.toml            users, roles and password hashes (shared.opcua.users)
 
-Each certificate is self-signed (RSA, SHA-256) and carries the node's application URI
-(:mod:`shared.opcua.common`) in its subjectAltName, which OPC UA requires to match the URI the application
-announces. Trust is explicit: a peer is accepted only if its certificate is in the trust directory.
+Each OPC UA certificate (RSA, SHA-256) is self-signed, or issued by the site CA when there is one, and
+carries the node's application URI (:mod:`shared.opcua.common`) in its subjectAltName, which OPC UA
+requires to match the URI the application announces. Trust is explicit: a peer is accepted only if its
+certificate is in the trust directory or the site CA there issued it (:mod:`shared.opcua.trust`).
 An edge machine needs its own key and certificate, ``trusted/clients`` and ``users.toml``; the central
-needs its own key and certificate and ``trusted/servers``.
+needs its own key and certificate and ``trusted/servers``. :mod:`shared.opcua.provision` makes them.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import logging
-import socket
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from shared.errors import InputError, Problem
-from shared.opcua.common import central_application_uri, edge_application_uri, endpoint_host
 from shared.opcua.users import write_private
 from shared.site import SiteConfig
+
+if TYPE_CHECKING:
+    from shared.opcua.ca import SiteAuthority
 
 _log = logging.getLogger(__name__)
 
@@ -68,6 +75,32 @@ class PkiLayout:
     def default_users_file(self) -> Path:
         return self.root / "users.toml"
 
+    @property
+    def ca_dir(self) -> Path:
+        return self.root / "ca"
+
+    @property
+    def ca_key_path(self) -> Path:
+        return self.ca_dir / "site-ca.key.pem"
+
+    @property
+    def ca_cert_path(self) -> Path:
+        return self.ca_dir / "site-ca.cert.der"
+
+    @property
+    def ca_crl_path(self) -> Path:
+        return self.ca_dir / "site-ca.crl"
+
+    @property
+    def http_cert_path(self) -> Path:
+        """The HTTP API's TLS certificate (PEM), ``[central] tls_cert_file``."""
+        return self.own_dir / f"{CENTRAL_HTTP_NODE}.cert.pem"
+
+    @property
+    def http_trust_path(self) -> Path:
+        """What HTTP clients verify the API's certificate against (PEM): the site CA, else the certificate."""
+        return self.root / "trusted" / "http-ca.pem"
+
     def key_path(self, node: str) -> Path:
         return self.own_dir / f"{node}.key.pem"
 
@@ -80,6 +113,7 @@ class PkiLayout:
 
 
 CENTRAL_NODE = "central"
+CENTRAL_HTTP_NODE = "central-http"  # the HTTP API's TLS identity (own/central-http.key.pem, .cert.pem)
 
 
 def edge_node(cabinet_id: str) -> str:
@@ -209,35 +243,18 @@ def create_identity(
     now: datetime,
     key_bits: int = DEFAULT_KEY_BITS,
     validity_days: int = DEFAULT_VALIDITY_DAYS,
+    issuer: SiteAuthority | None = None,
 ) -> tuple[rsa.RSAPrivateKey, x509.Certificate]:
-    """A new RSA key and a self-signed OPC UA application instance certificate (OPC 10000-6 6.2.2)."""
+    """A new RSA key and an OPC UA application instance certificate (OPC 10000-6 6.2.2), self-signed, or
+    signed by the site CA ``issuer``."""
     key = rsa.generate_private_key(public_exponent=65537, key_size=key_bits)
-    name = x509.Name(
-        [
-            x509.NameAttribute(NameOID.COMMON_NAME, common_name[:64]),
-            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "hybrid-ems"),
-        ]
-    )
-    alt_names: list[x509.GeneralName] = [x509.UniformResourceIdentifier(application_uri)]
-    for host in dict.fromkeys(h for h in hosts if h):
-        try:
-            alt_names.append(x509.IPAddress(ipaddress.ip_address(host)))
-        except ValueError:
-            alt_names.append(x509.DNSName(host))
+    alt_names: list[x509.GeneralName] = [x509.UniformResourceIdentifier(application_uri), *host_names(hosts)]
     usages = [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH] if server else []
     usages = usages or [ExtendedKeyUsageOID.CLIENT_AUTH]
     public = key.public_key()
     builder = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(public)
-        .serial_number(x509.random_serial_number())
-        # Backdated a little so a peer whose clock lags by minutes still accepts a fresh certificate.
-        .not_valid_before(now - timedelta(hours=1))
-        .not_valid_after(now + timedelta(days=validity_days))
+        subject_builder(common_name, public, now, validity_days)
         .add_extension(x509.SubjectAlternativeName(alt_names), critical=False)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(
             x509.KeyUsage(
                 digital_signature=True,
@@ -245,7 +262,7 @@ def create_identity(
                 key_encipherment=True,
                 data_encipherment=True,
                 key_agreement=False,
-                key_cert_sign=True,
+                key_cert_sign=issuer is None,  # OPC UA: a self-signed certificate signs itself
                 crl_sign=False,
                 encipher_only=False,
                 decipher_only=False,
@@ -253,10 +270,62 @@ def create_identity(
             critical=True,
         )
         .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False)
-        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(public), critical=False)
+    )
+    if issuer is not None:
+        return key, issuer.sign(builder)
+    name = subject_name(common_name)
+    builder = builder.issuer_name(name).add_extension(
+        x509.AuthorityKeyIdentifier.from_issuer_public_key(public), critical=False
     )
     return key, builder.sign(key, hashes.SHA256())
+
+
+def subject_name(common_name: str) -> x509.Name:
+    return x509.Name(
+        [
+            x509.NameAttribute(NameOID.COMMON_NAME, common_name[:64]),
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "hybrid-ems"),
+        ]
+    )
+
+
+def subject_builder(
+    common_name: str, public: CertificatePublicKeyTypes, now: datetime, validity_days: int
+) -> x509.CertificateBuilder:
+    """An end-entity certificate's subject, key, serial, validity, basic constraints and key identifier;
+    the caller adds the rest and signs."""
+    return (
+        x509.CertificateBuilder()
+        .subject_name(subject_name(common_name))
+        .public_key(public)
+        .serial_number(x509.random_serial_number())
+        # Backdated a little so a peer whose clock lags by minutes still accepts a fresh certificate.
+        .not_valid_before(now - timedelta(hours=1))
+        .not_valid_after(now + timedelta(days=validity_days))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False)
+    )
+
+
+def host_names(hosts: Sequence[str]) -> list[x509.GeneralName]:
+    """subjectAltName entries for host names and IP addresses (duplicates and empty names dropped)."""
+    names: list[x509.GeneralName] = []
+    for host in dict.fromkeys(h for h in hosts if h):
+        try:
+            names.append(x509.IPAddress(ipaddress.ip_address(host)))
+        except ValueError:
+            names.append(x509.DNSName(host))
+    return names
+
+
+def certificate_hosts(certificate: x509.Certificate) -> set[str]:
+    """The DNS names and IP addresses in the certificate's subjectAltName."""
+    try:
+        san = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return set()
+    addresses = {str(a) for a in san.get_values_for_type(x509.IPAddress)}
+    return set(san.get_values_for_type(x509.DNSName)) | addresses
 
 
 def write_identity(
@@ -269,94 +338,3 @@ def write_identity(
     write_private(layout.key_path(node), pem)
     der = certificate.public_bytes(serialization.Encoding.DER)
     layout.cert_path(node).write_bytes(der)
-
-
-@dataclass
-class PkiReport:
-    """What ``ensure_site_pki`` did, one line per node."""
-
-    created: list[str] = field(default_factory=list)
-    kept: list[str] = field(default_factory=list)
-
-
-def ensure_site_pki(
-    site: SiteConfig,
-    layout: PkiLayout,
-    *,
-    now: datetime | None = None,
-    force: bool = False,
-    key_bits: int = DEFAULT_KEY_BITS,
-    validity_days: int = DEFAULT_VALIDITY_DAYS,
-    central_hosts: Sequence[str] = (),
-) -> PkiReport:
-    """Create the keys and certificates a site needs and fill the trust directories.
-
-    A node's existing key and certificate are kept when they are usable (right URI, key matches, not within
-    RENEW_BEFORE_DAYS of expiry) unless ``force``; everything missing or unusable is created.
-    """
-    moment = now or datetime.now(UTC)
-    for directory in (layout.own_dir, layout.trusted_clients_dir, layout.trusted_servers_dir):
-        directory.mkdir(parents=True, exist_ok=True)
-    layout.own_dir.chmod(0o700)
-    report = PkiReport()
-    hosts = list(central_hosts) or ["localhost", socket.gethostname()]
-    nodes: list[tuple[str, str, str, list[str], bool]] = [
-        (
-            CENTRAL_NODE,
-            f"hybrid-ems central {site.site.name}",
-            central_application_uri(site.site.name),
-            hosts,
-            False,
-        )
-    ]
-    for cabinet in site.cabinets:
-        nodes.append(
-            (
-                edge_node(cabinet.id),
-                f"hybrid-ems edge {cabinet.id} {site.site.name}",
-                edge_application_uri(site.site.name, cabinet.id),
-                _edge_hosts(endpoint_host(cabinet.opcua_endpoint)),
-                True,
-            )
-        )
-    for node, common_name, uri, node_hosts, is_server in nodes:
-        reason = None if force else _reuse_problem(layout, node, uri, moment)
-        if force or reason is not None:
-            key, certificate = create_identity(
-                common_name,
-                uri,
-                node_hosts,
-                server=is_server,
-                now=moment,
-                key_bits=key_bits,
-                validity_days=validity_days,
-            )
-            write_identity(layout, node, key, certificate)
-            why = "forced" if force else reason
-            report.created.append(f"{node}: new key and certificate for {uri} ({why})")
-        else:
-            report.kept.append(f"{node}: kept {layout.cert_path(node)}")
-        layout.trusted_copy(node).write_bytes(layout.cert_path(node).read_bytes())
-    return report
-
-
-def _edge_hosts(host: str) -> list[str]:
-    """Names for an edge certificate: its endpoint host, and this machine's name when that is loopback
-    (asyncua warns when the local host name is missing; it only fits when the edge runs here)."""
-    try:
-        loopback = ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        loopback = host == "localhost"
-    return [host, "localhost", socket.gethostname()] if loopback else [host]
-
-
-def _reuse_problem(layout: PkiLayout, node: str, uri: str, now: datetime) -> str | None:
-    if not (layout.cert_path(node).is_file() and layout.key_path(node).is_file()):
-        return "none yet"
-    try:
-        identity = load_identity(layout, node, uri, now)
-    except PkiError as exc:
-        return exc.problems[0].message
-    if identity.certificate.not_valid_after_utc - now < timedelta(days=RENEW_BEFORE_DAYS):
-        return "expires soon"
-    return None

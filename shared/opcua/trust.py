@@ -1,8 +1,11 @@
 """Trust lists: a directory of peer certificates, and the checks a peer certificate must pass.
 
-A peer is trusted when its exact certificate (SHA-256 fingerprint) is in the directory. Removing a file
-revokes the peer: the directory is re-read whenever its contents change, without a restart.
-A missing or unreadable directory trusts nobody (fail closed).
+A peer is trusted when its exact certificate (SHA-256 fingerprint) is in the directory (pinning), or when a
+CA certificate in the directory issued it and that CA's certificate revocation list (``*.crl``, also in the
+directory) is current and does not list it. A certificate a known CA issued is checked against the CRL even
+when it is also pinned; a CA without a current CRL vouches for nobody (fail closed). Removing a pinned file
+revokes that peer; a new CRL revokes CA-issued peers. The directory is re-read whenever its contents
+change, without a restart. A missing or unreadable directory trusts nobody.
 """
 
 from __future__ import annotations
@@ -10,18 +13,20 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
 
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from shared.opcua.pki import certificate_uris, describe, fingerprint, read_certificate
+from shared.opcua.ca import crl_issued_by, is_authority, issued_by, read_crl
+from shared.opcua.pki import RENEW_BEFORE_DAYS, certificate_uris, describe, fingerprint, read_certificate
 
 _log = logging.getLogger(__name__)
 
 _CERT_SUFFIXES = (".der", ".pem", ".crt", ".cer")
+_CRL_SUFFIX = ".crl"
 
 
 class PeerRole(StrEnum):
@@ -30,28 +35,68 @@ class PeerRole(StrEnum):
 
 
 @dataclass(frozen=True)
+class _Authority:
+    certificate: x509.Certificate
+    crl: x509.CertificateRevocationList | None  # the newest CRL it signed, if any
+
+
+@dataclass(frozen=True)
 class _Snapshot:
-    signature: tuple[tuple[str, int, int], ...]
-    certificates: tuple[x509.Certificate, ...]
+    signature: tuple[tuple[str, int, int, int], ...]
+    certificates: tuple[x509.Certificate, ...]  # pinned end-entity certificates
     fingerprints: frozenset[str]
+    authorities: tuple[_Authority, ...]
 
 
 class TrustList:
-    """The certificates in one directory (``*.der``, ``*.pem``, ``*.crt``, ``*.cer``)."""
+    """The certificates (``*.der``, ``*.pem``, ``*.crt``, ``*.cer``) and CRLs (``*.crl``) in one directory."""
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
-        self._snapshot = _Snapshot((), (), frozenset())
+        self._snapshot = _Snapshot((), (), frozenset(), ())
         self._loaded = False
 
     def certificates(self) -> tuple[x509.Certificate, ...]:
+        """The pinned certificates (CA certificates are not among them)."""
         return self._current().certificates
 
-    def is_trusted(self, certificate: x509.Certificate) -> bool:
-        return fingerprint(certificate) in self._current().fingerprints
+    def has_authorities(self) -> bool:
+        return bool(self._current().authorities)
+
+    def is_trusted(self, certificate: x509.Certificate, now: datetime | None = None) -> bool:
+        return self.problem(certificate, now or datetime.now(UTC)) is None
+
+    def problem(self, certificate: x509.Certificate, now: datetime) -> Refusal | None:
+        """Why ``certificate`` is not trusted by this list at ``now`` (pinning, CA, CRL), or None."""
+        snapshot = self._current()
+        shown = describe(certificate)
+        issuer = next((a for a in snapshot.authorities if issued_by(certificate, a.certificate)), None)
+        if issuer is None:
+            if fingerprint(certificate) in snapshot.fingerprints:
+                return None
+            return Refusal(
+                RefusalKind.UNTRUSTED, f"certificate {shown} is not in the trust list {self.directory}"
+            )
+        authority = issuer.certificate
+        if not authority.not_valid_before_utc <= now < authority.not_valid_after_utc:
+            return Refusal(RefusalKind.UNTRUSTED, f"the CA {describe(authority)} of {shown} is not valid now")
+        crl = issuer.crl
+        if crl is None:
+            return Refusal(
+                RefusalKind.REVOCATION_UNKNOWN,
+                f"no CRL of the CA {describe(authority)} in {self.directory}: {shown} cannot be checked",
+            )
+        if crl.next_update_utc is None or crl.next_update_utc <= now:
+            return Refusal(
+                RefusalKind.REVOCATION_UNKNOWN,
+                f"the CRL of the CA {describe(authority)} expired on {crl.next_update_utc}: run `ems certs`",
+            )
+        if crl.get_revoked_certificate_by_serial_number(certificate.serial_number) is not None:
+            return Refusal(RefusalKind.REVOKED, f"certificate {shown} is revoked by the CA's CRL")
+        return None
 
     def find_by_uri(self, application_uri: str, now: datetime) -> x509.Certificate | None:
-        """The newest currently valid trusted certificate for ``application_uri`` (certificate pinning)."""
+        """The newest currently valid pinned certificate for ``application_uri`` (certificate pinning)."""
         candidates = [
             c
             for c in self._current().certificates
@@ -67,30 +112,73 @@ class TrustList:
             self._loaded = True
         return self._snapshot
 
-    def _signature(self) -> tuple[tuple[str, int, int], ...]:
+    def _signature(self) -> tuple[tuple[str, int, int, int], ...]:
         try:
-            entries = [e for e in os.scandir(self.directory) if e.name.lower().endswith(_CERT_SUFFIXES)]
-            return tuple(sorted((e.name, (st := e.stat()).st_mtime_ns, st.st_size) for e in entries))
+            entries = [
+                e
+                for e in os.scandir(self.directory)
+                if e.name.lower().endswith((*_CERT_SUFFIXES, _CRL_SUFFIX))
+            ]
+            return tuple(
+                sorted((e.name, (st := e.stat()).st_ino, st.st_mtime_ns, st.st_size) for e in entries)
+            )
         except OSError:
             return ()
 
-    def _load(self, signature: tuple[tuple[str, int, int], ...]) -> _Snapshot:
-        certificates = []
-        for name, _, _ in signature:
+    def _load(self, signature: tuple[tuple[str, int, int, int], ...]) -> _Snapshot:
+        pinned: list[x509.Certificate] = []
+        authorities: list[x509.Certificate] = []
+        crls: list[x509.CertificateRevocationList] = []
+        for name, *_ in signature:
             path = self.directory / name
             try:
-                certificates.append(read_certificate(path))
+                if name.lower().endswith(_CRL_SUFFIX):
+                    crls.append(read_crl(path.read_bytes()))
+                    continue
+                certificate = read_certificate(path)
             except (OSError, ValueError) as exc:
-                _log.warning("trust list: ignoring %s: not a readable certificate (%s)", path, exc)
-        if not certificates:
+                _log.warning("trust list: ignoring %s: not a readable certificate or CRL (%s)", path, exc)
+                continue
+            (authorities if is_authority(certificate) else pinned).append(certificate)
+        known = tuple(_Authority(a, _newest_crl(a, crls)) for a in authorities)
+        if not pinned and not known:
             _log.warning("trust list %s is empty or missing: no peer will be accepted", self.directory)
         else:
-            _log.info("trust list %s: %d certificates", self.directory, len(certificates))
-        return _Snapshot(signature, tuple(certificates), frozenset(fingerprint(c) for c in certificates))
+            _log.info(
+                "trust list %s: %d pinned certificates, %d CAs", self.directory, len(pinned), len(known)
+            )
+        for authority in known:
+            _warn_about_crl(self.directory, authority)
+        return _Snapshot(signature, tuple(pinned), frozenset(fingerprint(c) for c in pinned), known)
+
+
+def _newest_crl(
+    authority: x509.Certificate, crls: list[x509.CertificateRevocationList]
+) -> x509.CertificateRevocationList | None:
+    own = [crl for crl in crls if crl_issued_by(crl, authority)]
+    return max(own, key=lambda crl: crl.last_update_utc, default=None)
+
+
+def _warn_about_crl(directory: Path, authority: _Authority) -> None:
+    shown = describe(authority.certificate)
+    crl = authority.crl
+    if crl is None:
+        _log.warning("trust list %s: no CRL of the CA %s: its certificates are refused", directory, shown)
+        return
+    next_update = crl.next_update_utc
+    if next_update is not None and next_update - datetime.now(UTC) < timedelta(days=RENEW_BEFORE_DAYS):
+        _log.warning(
+            "trust list %s: the CRL of the CA %s expires on %s; renew it with `ems certs`",
+            directory,
+            shown,
+            next_update,
+        )
 
 
 class RefusalKind(StrEnum):
     UNTRUSTED = "untrusted"
+    REVOKED = "revoked"
+    REVOCATION_UNKNOWN = "revocation-unknown"
     TIME = "time"
     URI = "uri"
     USAGE = "usage"
@@ -116,15 +204,14 @@ def peer_problem(
 ) -> Refusal | None:
     """Why a peer presenting ``certificate`` must be refused, or None when it is acceptable.
 
-    Checked: in the trust list, valid at ``now`` (wall clock), the claimed application URI is in the
-    certificate, key usage allows RSA signing and key transport, extended key usage (if present) fits
-    ``role``.
+    Checked: trusted by the list (pinned, or issued by a CA in it and not revoked), valid at ``now``
+    (wall clock), the claimed application URI is in the certificate, key usage allows RSA signing and key
+    transport, extended key usage (if present) fits ``role``.
     """
     shown = describe(certificate)
-    if not trust.is_trusted(certificate):
-        return Refusal(
-            RefusalKind.UNTRUSTED, f"certificate {shown} is not in the trust list {trust.directory}"
-        )
+    refusal = trust.problem(certificate, now)
+    if refusal is not None:
+        return refusal
     if not certificate.not_valid_before_utc <= now < certificate.not_valid_after_utc:
         return Refusal(
             RefusalKind.TIME,

@@ -29,6 +29,8 @@ POLICY_CLASSES: dict[str, type[security_policies.SecurityPolicy]] = {
 
 _STATUS: dict[RefusalKind, int] = {
     RefusalKind.UNTRUSTED: StatusCodes.BadCertificateUntrusted,
+    RefusalKind.REVOKED: StatusCodes.BadCertificateRevoked,
+    RefusalKind.REVOCATION_UNKNOWN: StatusCodes.BadCertificateRevocationUnknown,
     RefusalKind.TIME: StatusCodes.BadCertificateTimeInvalid,
     RefusalKind.URI: StatusCodes.BadCertificateUriInvalid,
     RefusalKind.USAGE: StatusCodes.BadCertificateUseNotAllowed,

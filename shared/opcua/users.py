@@ -36,7 +36,8 @@ SALT_BYTES = 16
 HASH_BYTES = 32
 MIN_PASSWORD_CHARS = 12
 _MAX_LOG2_N = 20
-_USERNAME_PATTERN = r"^[A-Za-z0-9_.@-]{1,64}$"
+# User and API token names: letters, digits and _ . @ -, at most 64 characters.
+NAME_PATTERN = r"^[A-Za-z0-9_.@-]{1,64}$"
 
 
 class Role(StrEnum):
@@ -122,7 +123,7 @@ class Users:
 class _UserModel(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
 
-    name: str = Field(pattern=_USERNAME_PATTERN)
+    name: str = Field(pattern=NAME_PATTERN)
     role: Role
     password_hash: str
 
