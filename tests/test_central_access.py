@@ -118,10 +118,10 @@ async def test_each_role_gets_what_it_may_and_is_refused_the_rest(files: SiteFil
         assert svc.store.count_uploads() == 0
 
         # Reads need a viewer token here (as on a non-loopback address).
-        assert (await client.get("/api/v1/cabinets")).status_code == 401
-        for token in (tokens.viewer, tokens.uploader, tokens.operator, TOKEN):
-            assert (await client.get("/api/v1/cabinets", headers=bearer(token))).status_code == 200
-            assert (await client.get("/metrics", headers=bearer(token))).status_code == 200
+        for read in ("/api/v1/cabinets", "/api/v1/status", "/metrics"):
+            assert (await client.get(read)).status_code == 401, read
+            for token in (tokens.viewer, tokens.uploader, tokens.operator, TOKEN):
+                assert (await client.get(read, headers=bearer(token))).status_code == 200, (read, token)
         assert (await client.get("/healthz")).status_code == 200  # liveness stays open
 
         # viewer uploading: 403, nothing stored.
