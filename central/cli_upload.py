@@ -8,25 +8,23 @@ service's certificate is verified (TLS 1.2+, host name checked) against ``--cafi
 ``trusted/http-ca.pem``, else the system's trust store; there is no way to skip the check.
 
 Exit status: 0 plan made and accepted by every edge; 1 the upload was stored but the plan failed, is still
-being made, or an edge did not accept it, or the service could not be reached; 2 the upload was refused
-(every problem is printed with its row or field) or the command line is wrong.
+being made, a newer upload superseded it before its run, or an edge did not accept it, or the service
+could not be reached; 2 the upload was refused (every problem is printed with its row or field) or the
+command line is wrong.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any
 
+from central.cli_http import CallFailedError, add_service_options, post, service_target
 from shared.cli_clock import add_clock_option, clock_from_option
 from shared.redate import START_HELP
 
-DEFAULT_URL = "http://127.0.0.1:8080"
-URL_ENV = "EMS_CENTRAL_URL"
-TOKEN_ENV = "EMS_API_TOKEN"  # nosec B105  # the name of a variable, not a secret
 CONTENT_TYPES = {"json": "application/json", "csv": "text/csv"}
 
 
@@ -41,24 +39,7 @@ def register(subparsers: Any) -> None:
         "the service is unreachable; 2 refused (problems printed) or bad arguments.",
     )
     parser.add_argument("file", type=Path, help="day-ahead file, .json or .csv")
-    parser.add_argument(
-        "--url",
-        help=f"service base URL (default: ${URL_ENV}, else from --site, else {DEFAULT_URL})",
-    )
-    parser.add_argument(
-        "--token", help=f"API bearer token (default: ${TOKEN_ENV}, else [central] api_token of --site)"
-    )
-    parser.add_argument(
-        "--site",
-        type=Path,
-        help="site file: take the URL and token from its [central] table, and the CA file from its PKI",
-    )
-    parser.add_argument(
-        "--cafile",
-        type=Path,
-        help="PEM file to verify the service's TLS certificate with (default: PKI_DIR/trusted/http-ca.pem "
-        "of --site, else the system's trust store)",
-    )
+    add_service_options(parser)
     parser.add_argument(
         "--timeout-s", type=float, default=120.0, help="how long to wait for the plan [s] (default 120)"
     )
@@ -75,45 +56,22 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import ssl
-
-    import httpx
-
-    from shared.tls import client_context
-
     path: Path = args.file
     body, content_type = _body(path, args.start, args.clock)  # InputError: printed by `ems`, exit 2
-    url, token, cafile = _target(args)
-    if not token:
-        print(
-            f"error: no API token: give --token, set ${TOKEN_ENV}, or --site with [central] api_token",
-            file=sys.stderr,
-        )
-        return 2
     if not args.timeout_s > 0:
         print("error: --timeout-s must be > 0", file=sys.stderr)
         return 2
-    endpoint = url.rstrip("/") + "/api/v1/day-ahead"
+    target = service_target(args)
     try:
-        verify = client_context(cafile)
-    except (OSError, ssl.SSLError) as exc:
-        print(f"error: --cafile {cafile}: not a usable PEM file: {exc}", file=sys.stderr)
-        return 2
-    try:
-        response = httpx.post(
-            endpoint,
-            content=body,
-            headers={"Content-Type": content_type, "Authorization": f"Bearer {token}"},
-            timeout=args.timeout_s,
-            verify=verify,
+        answer = post(
+            target, "/api/v1/day-ahead", timeout_s=args.timeout_s, content=body, content_type=content_type
         )
-    except httpx.HTTPError as exc:
-        print(f"error: cannot reach the central service at {endpoint}: {exc}", file=sys.stderr)
-        return 1
-    answer = _json(response)
-    code = _report(path, response.status_code, answer)
+    except CallFailedError as exc:
+        print(exc, file=sys.stderr)
+        return exc.exit_code
+    code = _report(path, answer.status, answer.body)
     if args.json:
-        print(json.dumps(answer))
+        print(json.dumps(answer.body))
     return code
 
 
@@ -131,33 +89,6 @@ def _body(path: Path, start: str | None, clock_spec: str | None) -> tuple[bytes,
     return raw, CONTENT_TYPES[fmt]
 
 
-def _target(args: argparse.Namespace) -> tuple[str, str | None, Path | None]:
-    """URL, token and CA file: the options, then the environment, then the site file."""
-    url: str | None = args.url or os.environ.get(URL_ENV)
-    token: str | None = args.token or os.environ.get(TOKEN_ENV)
-    cafile: Path | None = args.cafile
-    if args.site is not None:
-        from shared.opcua.pki import pki_layout
-        from shared.site import load_site
-
-        site = load_site(args.site)  # InputError: printed by `ems`, exit 2
-        scheme = "http" if site.central.tls_cert_file is None else "https"
-        url = url or f"{scheme}://{site.central.http_address}"
-        token = token or site.central.api_token
-        trust = pki_layout(site).http_trust_path
-        if cafile is None and trust.is_file():
-            cafile = trust
-    return url or DEFAULT_URL, token, cafile
-
-
-def _json(response: Any) -> dict[str, Any]:
-    try:
-        data = response.json()
-    except ValueError:
-        return {"detail": response.text.strip()[:200] or f"HTTP {response.status_code}"}
-    return data if isinstance(data, dict) else {"detail": str(data)}
-
-
 def _report(path: Path, status: int, answer: dict[str, Any]) -> int:
     if status == 422:
         _print_refusal(path, answer)
@@ -173,6 +104,9 @@ def _report(path: Path, status: int, answer: dict[str, Any]) -> int:
     for finding in answer.get("warnings", []):
         print(f"{finding.get('severity', 'warning')}: {finding.get('location')}: {finding.get('message')}")
     run = answer.get("run")
+    if answer.get("planning") == "superseded":
+        print(f"plan: none for this upload: superseded by {answer.get('superseded_by')} before its run")
+        return 1
     if run is None:
         print("plan: still being made; see GET /api/v1/plan/latest")
         return 1
@@ -182,12 +116,14 @@ def _report(path: Path, status: int, answer: dict[str, Any]) -> int:
 def _print_refusal(path: Path, answer: dict[str, Any]) -> None:
     """One line per problem (the service's ``detail`` repeats the first one, so it is shown only when the
     answer lists no problems)."""
+    from shared.errors import printable
+
     problems = answer.get("problems") or []
     if not problems:
         print(f"refused: {path}: {answer.get('detail', 'upload refused')}", file=sys.stderr)
     for problem in problems:
-        where = problem.get("location") or "(upload)"
-        print(f"refused: {path}: {where}: {problem.get('message')}", file=sys.stderr)
+        where = printable(str(problem.get("location") or "(upload)"))
+        print(f"refused: {path}: {where}: {printable(str(problem.get('message')))}", file=sys.stderr)
 
 
 def print_run(run: dict[str, Any]) -> int:

@@ -70,6 +70,7 @@ COMMANDS: tuple[Command, ...] = (
     Command("optimize", "central.cli_optimize", Extra.CENTRAL, "solve the economic dispatch"),
     Command("central", "central.cli_central", Extra.CENTRAL, "run the central service"),
     Command("upload", "central.cli_upload", Extra.CENTRAL, "upload a day-ahead file to the central service"),
+    Command("reset-interlock", "central.cli_reset", Extra.CENTRAL, "reset a latched interlock (operator)"),
     Command("token", "central.cli_token", Extra.CENTRAL, "manage the named tokens of the central's HTTP API"),
     Command("edge", "edge.cli_edge", Extra.EDGE, "run one cabinet's edge controller"),
     Command("sim", "simulators.cli", Extra.EDGE, "run the SunSpec device simulators of a site"),

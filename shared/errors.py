@@ -14,7 +14,17 @@ class Problem:
     message: str
 
     def __str__(self) -> str:
-        return f"{self.location}: {self.message}" if self.location else self.message
+        # Locations and messages may quote the input (a JSON key, a CSV cell): shown on one line.
+        location, message = printable(self.location), printable(self.message)
+        return f"{location}: {message}" if location else message
+
+
+def printable(text: str) -> str:
+    """``text`` with every character that is not printable (newline, tab, other control characters) as
+    its escape (``\\n``), so a message quoting the input stays one line in a log or an answer."""
+    if text.isprintable():
+        return text
+    return "".join(char if char.isprintable() else repr(char)[1:-1] for char in text)
 
 
 class InputError(ValueError):

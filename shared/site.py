@@ -167,6 +167,10 @@ class CentralSettings(_Strict):
     telemetry_sample_every_s: float = Field(default=60.0, gt=0.0)  # simulated time
     telemetry_retention_days: float = Field(default=30.0, gt=0.0)
     public_reads: bool = False  # reads open on a non-loopback http_address too (else they need the token)
+    # Upload intake (docs/central.md): an upload's start must lie within this window around now.
+    upload_start_max_past_days: float = Field(default=2.0, ge=0.0, le=366.0)
+    upload_start_max_future_days: float = Field(default=14.0, ge=0.0, le=366.0)
+    http_body_timeout_s: float = Field(default=30.0, gt=0.0, le=3600.0)  # a body must arrive within this
     strict_plausibility: bool = False  # refuse uploads (and start) on plausibility warnings, not only errors
     # Access to the HTTP API: TLS, tokens, audit trail (docs/security.md).
     tls_cert_file: str | None = None  # PEM; `ems certs` makes PKI_DIR/own/central-http.cert.pem

@@ -118,10 +118,10 @@ async def test_each_role_gets_what_it_may_and_is_refused_the_rest(files: SiteFil
         assert svc.store.count_uploads() == 0
 
         # Reads need a viewer token here (as on a non-loopback address).
-        assert (await client.get("/api/v1/cabinets")).status_code == 401
-        for token in (tokens.viewer, tokens.uploader, tokens.operator, TOKEN):
-            assert (await client.get("/api/v1/cabinets", headers=bearer(token))).status_code == 200
-            assert (await client.get("/metrics", headers=bearer(token))).status_code == 200
+        for read in ("/api/v1/cabinets", "/api/v1/status", "/metrics"):
+            assert (await client.get(read)).status_code == 401, read
+            for token in (tokens.viewer, tokens.uploader, tokens.operator, TOKEN):
+                assert (await client.get(read, headers=bearer(token))).status_code == 200, (read, token)
         assert (await client.get("/healthz")).status_code == 200  # liveness stays open
 
         # viewer uploading: 403, nothing stored.
@@ -147,19 +147,33 @@ async def test_each_role_gets_what_it_may_and_is_refused_the_rest(files: SiteFil
 
 
 async def test_reset_interlock_needs_the_operator_role(files: SiteFiles, tmp_path: Path) -> None:
-    """The reset endpoint applies ``access.require(ApiRole.OPERATOR, AuditAction.RESET_INTERLOCK)``."""
+    """The reset endpoint applies ``access.require(ApiRole.OPERATOR, AuditAction.RESET_INTERLOCK)``; an
+    operator's call reaches the edge link (no edge runs here: 503 with the link's reason)."""
     tokens = named_tokens(tmp_path / "api-tokens.toml")
     async with serving(files, tmp_path) as (_, client):
         path = "/api/v1/cabinets/cab-1/reset-interlock"
-        paths = (await client.get("/openapi.json")).json()["paths"]
-        if not any(p.endswith("/reset-interlock") for p in paths):
-            pytest.skip("POST /api/v1/cabinets/{id}/reset-interlock is not in this build yet")
         assert (await client.post(path)).status_code == 401
         assert (await client.post(path, headers=bearer(tokens.uploader))).status_code == 403
         assert (await client.post(path, headers=bearer(tokens.viewer))).status_code == 403
+        passed = await client.post(path, headers=bearer(tokens.operator))
+        assert passed.status_code == 503, passed.text
+        assert passed.json()["detail"].startswith("reset-interlock of cab-1 not sent: edge cab-1 is not")
+        unknown = await client.post("/api/v1/cabinets/cab-9/reset-interlock", headers=bearer(tokens.operator))
+        assert unknown.status_code == 404
         records = (await client.get("/api/v1/audit", headers=bearer(tokens.operator))).json()
-        denied = [r for r in records if r["action"] == "reset-interlock"]
-        assert {(r["token_name"], r["status_code"]) for r in denied} >= {("uploader", 403), ("", 401)}
+        resets = [r for r in records if r["action"] == "reset-interlock"]
+        assert {(r["token_name"], r["status_code"]) for r in resets} == {
+            ("", 401),
+            ("uploader", 403),
+            ("viewer", 403),
+            ("operator", 503),
+            ("operator", 404),
+        }
+        by_status = {r["status_code"]: r for r in resets}
+        assert by_status[403]["outcome"] == "denied" and "needs role operator" in by_status[403]["detail"]
+        not_sent = by_status[503]
+        assert not_sent["outcome"] == "failed" and "cab-1: not sent: edge cab-1" in not_sent["detail"]
+        assert by_status[404]["outcome"] == "refused" and "no cabinet 'cab-9'" in by_status[404]["detail"]
 
 
 async def test_tokens_added_and_revoked_on_the_command_line_apply_while_running(

@@ -149,7 +149,9 @@ async def test_write_endpoints_need_the_bearer_token_reads_are_open(files: SiteF
         assert [c["cabinet_id"] for c in cabinets] == ["cab-1", "cab-2", "cab-3"]
         assert all(c["connected"] is False and c["telemetry"] is None for c in cabinets)
         health = (await client.get("/healthz")).json()
-        assert health["status"] == "degraded" and "edge cab-1 not connected" in health["problems"]
+        assert health["status"] == "degraded"
+        assert any(p.startswith("edge cab-1 unreachable: ") for p in health["problems"])
+        assert {"reason": "edge_unreachable", "cabinet_id": "cab-1"}.items() <= health["reasons"][1].items()
         schema = (await client.get("/openapi.json")).json()
         assert {"/api/v1/day-ahead", "/api/v1/plan/latest", "/api/v1/cabinets", "/api/v1/optimize"} <= set(
             schema["paths"]
@@ -283,8 +285,9 @@ async def test_a_failing_optimizer_is_reported_and_the_service_goes_on(
         run = answer.json()["run"]
         assert run["ok"] is False and "solver exploded" in run["message"] and run["plan"] is None
         health = (await client.get("/healthz")).json()
-        assert health["jobs"]["optimize-now"]["last_ok"] is False
-        assert any("solver exploded" in p for p in health["problems"])
+        assert health["jobs"]["planning"]["last_ok"] is False
+        failed = [r for r in health["reasons"] if r["reason"] == "solve_failed"]
+        assert len(failed) == 1 and "solver exploded" in failed[0]["detail"]
         assert (await client.get("/api/v1/plan/latest")).status_code == 404
         # The service still works: the next run succeeds (edges unreachable, but the plan is made).
         answer = await client.post("/api/v1/optimize", headers=AUTH)

@@ -106,16 +106,23 @@ async def test_json_and_csv_uploads_reach_every_edge(edges: Edges, tmp_path: Pat
         assert printed.count("accepted") >= 4  # the upload line and one per cabinet
         first = svc.state.plan
         assert first is not None and first.trigger == "upload" and first.plan.plan_id in printed
-        assert first.plan.start == DAY_START and first.plan.steps == 96
+        # From the interval the run started in (the day's first unless this busy machine was slow).
+        index = (first.plan.created_at - DAY_START) // timedelta(minutes=15)
+        assert first.plan.start == DAY_START + index * timedelta(minutes=15)
+        assert first.plan.steps == 96 - index
         await eventually(lambda: all(local.running(first.plan.plan_id).values()), 5.0, "edges run plan 1")
         run = svc.state.last_run
         assert run is not None
-        # The upload's initial SoC applies to its first optimization (horizon from its start).
-        assert {cab: (c.soc_pct, c.source) for cab, c in run.initial_soc.items()} == {
-            "cab-1": (50.0, "upload"),
-            "cab-2": (50.0, "upload"),
-            "cab-3": (40.0, "upload"),
-        }
+        # The upload's initial SoC applies to its first optimization when the horizon starts at the
+        # upload's start; once the day has moved on, the live SoC does.
+        if index == 0:
+            assert {cab: (c.soc_pct, c.source) for cab, c in run.initial_soc.items()} == {
+                "cab-1": (50.0, "upload"),
+                "cab-2": (50.0, "upload"),
+                "cab-3": (40.0, "upload"),
+            }
+        else:
+            assert {c.source for c in run.initial_soc.values()} == {"telemetry"}
         for cabinet_id, edge in local.edges.items():
             telemetry = edge.telemetry()
             assert telemetry is not None and telemetry.mode is EdgeMode.SCHEDULE
@@ -174,10 +181,10 @@ async def test_an_edge_down_does_not_stop_the_others(edges: Edges, tmp_path: Pat
             )
             health = (await client.get("/healthz")).json()
             assert health["status"] == "degraded"
-            assert "edge cab-2 not connected" in health["problems"]
-            assert any(
-                p.startswith("edge cab-2 has not accepted the active plan") for p in health["problems"]
-            )
+            # An unreachable edge is named as such (not also as one that did not accept the plan).
+            found = [(r["reason"], r["cabinet_id"]) for r in health["reasons"]]
+            assert found == [("edge_unreachable", "cab-2")]
+            assert health["problems"][0].startswith("edge cab-2 unreachable: ")
         finally:
             # The edge comes back: it gets the active plan without a new upload, and that is recorded.
             await local.edges["cab-2"].start()
@@ -210,7 +217,7 @@ async def test_restart_resumes_without_a_new_upload(edges: Edges, tmp_path: Path
             5.0,
             "the restored plan accepted by every edge",
         )
-        assert svc.state.jobs()["resume"].last_ok is True
+        assert svc.recovery.startswith(f"resumed plan {plan_id} ")
         # Re-optimizing needs no new upload: it starts from the live SoC.
         answer = await client.post("/api/v1/optimize", headers=AUTH)
         assert answer.status_code == 200, answer.text

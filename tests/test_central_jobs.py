@@ -8,9 +8,11 @@ from pathlib import Path
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from central.service.jobs import ClockIntervalTrigger, horizon_start_index, resolve_initial_soc
+from central.edge_link.outcome import PushStatus
+from central.service.jobs import ClockIntervalTrigger
 from central.service.metrics import Metrics, Snapshot, render
-from central.service.state import RunResult
+from central.service.planner import horizon_start_index, resolve_initial_soc
+from central.service.state import RunResult, RunTrigger
 from central.service.store import PushRecord
 from shared.clock import RealClock, SimulatedClock
 from shared.edge_api import EdgeMode, EdgeTelemetry
@@ -130,9 +132,9 @@ def test_metrics_text_format() -> None:
     metrics = Metrics()
     metrics.upload(True)
     metrics.upload(False)
-    record = PushRecord("p1", 'cab"1', "accepted", "", START, 12.0)
+    record = PushRecord("p1", 'cab"1', PushStatus.ACCEPTED, "", START, 12.0)
     metrics.push({'cab"1': record})
-    metrics.run(RunResult("upload", True, "", START, START, optimize_wall_s=0.3))
+    metrics.run(RunResult(RunTrigger.UPLOAD, True, "", START, START, optimize_wall_s=0.3))
     text = render(
         metrics,
         Snapshot(
@@ -160,7 +162,7 @@ def test_metrics_text_format() -> None:
 
 
 def test_replans_of_one_upload_keep_the_end_soc_the_active_plan_promised(tmp_path: Path) -> None:
-    from central.service.jobs import promised_final_soc
+    from central.service.planner import promised_final_soc
     from central.service.store import StoredPlan
     from shared.plan import CabinetPlan, ObjectiveBreakdown, Plan, PlanStatus, SolverInfo
 

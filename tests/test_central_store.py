@@ -16,6 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from central.edge_link.outcome import PushStatus
 from central.service.state import ServiceState
 from central.service.store import PushRecord, Store, StoreError, TelemetrySample
 from shared.dayahead import DayAhead, parse_dayahead, write_dayahead_csv
@@ -64,12 +65,12 @@ def test_upload_plan_and_push_round_trip_and_restore(tmp_path: Path) -> None:
         store.add_plan(make_plan("p2", PlanStatus.FAILED), "u1", "schedule", START + timedelta(minutes=15))
         store.add_push_outcomes(
             [
-                PushRecord("p1", "cab-1", "unreachable", "timeout", START, 2000.0),
-                PushRecord("p1", "cab-2", "accepted", "", START, 12.5),
+                PushRecord("p1", "cab-1", PushStatus.UNREACHABLE, "timeout", START, 2000.0),
+                PushRecord("p1", "cab-2", PushStatus.ACCEPTED, "", START, 12.5),
             ]
         )
         store.add_push_outcomes(
-            [PushRecord("p1", "cab-1", "accepted", "", START + timedelta(seconds=10), 9.0)]
+            [PushRecord("p1", "cab-1", PushStatus.ACCEPTED, "", START + timedelta(seconds=10), 9.0)]
         )
     # A new process opening the same file sees everything (restart).
     with Store(path) as store:

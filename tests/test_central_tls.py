@@ -104,7 +104,9 @@ async def test_the_api_speaks_tls_12_or_newer_only(files: SiteFiles, tmp_path: P
                 await plain.get("/healthz")
 
 
-def test_ems_upload_verifies_the_service_against_the_site_pki(files: SiteFiles, tmp_path: Path) -> None:
+def test_ems_upload_and_reset_interlock_verify_the_service_against_the_site_pki(
+    files: SiteFiles, tmp_path: Path
+) -> None:
     env = {**os.environ, "EMS_API_TOKEN": TOKEN}
     env.pop("EMS_CENTRAL_URL", None)
     (tmp_path / "other").mkdir()
@@ -123,18 +125,23 @@ def test_ems_upload_verifies_the_service_against_the_site_pki(files: SiteFiles, 
                 "--site",
                 str(files.path),
             ]
-            wrong_ca = [*upload, "--cafile", str(pki_layout(stranger.site).http_trust_path)]
+            wrong_ca = ["--cafile", str(pki_layout(stranger.site).http_trust_path)]
+            reset = [sys.executable, "-m", "ems", "reset-interlock", "cab-1", "--site", str(files.path)]
             return [
                 await asyncio.to_thread(
                     subprocess.run, command, env=env, capture_output=True, text=True, timeout=60
                 )
-                for command in (upload, wrong_ca)
+                for command in (upload, [*upload, *wrong_ca], reset, [*reset, *wrong_ca])
             ]
 
-    good, wrong = asyncio.run(scenario())
+    good, wrong, reset_good, reset_wrong = asyncio.run(scenario())
     assert good.returncode == 1, good.stderr  # accepted; no edge runs here, so not every edge took it
     assert "accepted (csv): 96 x 15 min" in good.stdout
     assert wrong.returncode == 1 and "CERTIFICATE_VERIFY_FAILED" in wrong.stderr
+    # The reset went through TLS and the operator check to the edge link (no edge runs here: 503).
+    assert reset_good.returncode == 1, (reset_good.stdout, reset_good.stderr)
+    assert reset_good.stderr.startswith("error: HTTP 503: reset-interlock of cab-1 not sent: edge cab-1 is")
+    assert reset_wrong.returncode == 1 and "CERTIFICATE_VERIFY_FAILED" in reset_wrong.stderr
 
 
 async def test_a_ca_issued_api_certificate_is_refused_once_revoked(tmp_path: Path) -> None:

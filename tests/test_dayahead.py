@@ -338,3 +338,20 @@ def test_any_json_value_in_any_field_is_parsed_or_refused(key: str, value: objec
         assert exc.problems
         return
     _assert_valid_model(model)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.dictionaries(st.text(max_size=12), st.none() | st.floats() | st.text(max_size=12), max_size=4),
+    st.dictionaries(st.text(max_size=12), st.floats(), max_size=3),
+)
+def test_every_refusal_line_is_one_line_whatever_the_keys(
+    extra: dict[str, Any], soc: dict[str, float]
+) -> None:
+    """Keys and values are quoted in the messages: control characters in them must not split a line of a
+    log or an HTTP answer."""
+    with pytest.raises(UploadError) as info:
+        parse_dayahead_json(json.dumps({**upload(), **extra, "initial_soc_pct": soc, "bogus": 1}).encode())
+    error = info.value
+    for line in [str(error), *error.lines(), *(str(p) for p in error.problems)]:
+        assert line.isprintable(), line

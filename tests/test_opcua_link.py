@@ -503,3 +503,43 @@ async def test_standard_nodes_come_from_the_node_cache_after_the_first_start(
             assert cabinet_id == "cab-1"
         finally:
             await client.disconnect()
+
+
+async def test_a_failed_connect_closes_its_socket_without_library_warnings(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Each reconnect attempt to a down edge must not add asyncua teardown warnings to the log, and an
+    attempt cut short by the timeout must not leave its socket open."""
+    from central.edge_link.session import ClientSecurity, EdgeSession
+    from lab.loopback import free_port
+
+    caplog.set_level(logging.DEBUG, logger="asyncua")
+    security = ClientSecurity("central", "pw", "urn:test:central", insecure=True)
+
+    async def attempt(endpoint: str) -> BaseException:
+        with pytest.raises((OSError, TimeoutError)) as info:
+            await EdgeSession.open(
+                endpoint, "test-site", "cab-1", security,
+                request_timeout_s=0.5, publishing_interval_ms=100.0, on_change=lambda _: None,
+            )  # fmt: skip
+        return info.value
+
+    refused = await attempt(f"opc.tcp://127.0.0.1:{free_port()}")
+    assert isinstance(refused, ConnectionRefusedError), refused
+
+    readers: list[asyncio.StreamReader] = []
+
+    async def accept(reader: asyncio.StreamReader, _writer: asyncio.StreamWriter) -> None:
+        readers.append(reader)
+
+    silent = await asyncio.start_server(accept, "127.0.0.1", 0)  # accepts, never answers Hello
+    try:
+        port = silent.sockets[0].getsockname()[1]
+        assert isinstance(await attempt(f"opc.tcp://127.0.0.1:{port}"), TimeoutError)
+        hello = await asyncio.wait_for(readers[0].read(), 5.0)  # read() returns at EOF: the socket closed
+        assert hello.startswith(b"HEL")
+    finally:
+        silent.close()
+        await silent.wait_closed()
+    warnings = [r for r in caplog.records if r.name.startswith("asyncua") and r.levelno >= logging.WARNING]
+    assert not warnings, [r.getMessage() for r in warnings]

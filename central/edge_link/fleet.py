@@ -128,10 +128,11 @@ class EdgeFleet:
         return dict(zip(cabinet_ids, outcomes, strict=True))
 
     async def reset_interlock(self, cabinet_id: str) -> Decision:
-        """Call ``ResetInterlock`` on one edge; refused with the reason when it is not connected."""
+        """Call ``ResetInterlock`` on one edge and return its answer. ``KeyError`` for a cabinet the site
+        does not have; :class:`EdgeUnreachableError` when the edge cannot be asked."""
         link = self._links.get(cabinet_id)
         if link is None:
-            return Decision(False, f"no cabinet {cabinet_id!r} in the site")
+            raise KeyError(f"no cabinet {cabinet_id!r} in the site")
         return await link.reset_interlock(self._site.central.push_timeout_s)
 
     def telemetry(self) -> dict[str, EdgeTelemetry | None]:
@@ -152,6 +153,16 @@ class EdgeFleet:
     def last_errors(self) -> dict[str, str]:
         """Why each edge is not connected ("" when it is)."""
         return {cabinet_id: link.last_error for cabinet_id, link in self._links.items()}
+
+    async def wait_first_contact(self, timeout_s: float) -> bool:
+        """Until every edge was tried once since the start (connected, or its first attempt failed);
+        False when that takes longer than ``timeout_s``."""
+        try:
+            async with asyncio.timeout(timeout_s):
+                await asyncio.gather(*(link.wait_tried() for link in self._links.values()))
+        except TimeoutError:
+            return False
+        return True
 
     async def wait_connected(self, timeout_s: float, cabinet_ids: list[str] | None = None) -> bool:
         """Wait until the given edges (default: all) are connected; False on timeout."""

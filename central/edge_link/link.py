@@ -41,6 +41,10 @@ _DENIED = frozenset(
 )
 
 
+class EdgeUnreachableError(Exception):
+    """The edge could not be asked: no session, no answer in time, or the connection failed."""
+
+
 class EdgeLink:
     """Link to one cabinet's edge. :meth:`run` is the background task; the rest is called by the fleet."""
 
@@ -69,6 +73,7 @@ class EdgeLink:
         self._last_error = "not connected yet"
         self._lock = asyncio.Lock()
         self._connected_event = asyncio.Event()
+        self._tried = asyncio.Event()  # the first connection attempt has ended (either way)
 
     @property
     def connected(self) -> bool:
@@ -86,6 +91,10 @@ class EdgeLink:
     @property
     def last_error(self) -> str:
         return self._last_error
+
+    async def wait_tried(self) -> None:
+        """Until the first connection attempt since the start has ended: connected, or failed."""
+        await self._tried.wait()
 
     async def wait_connected(self) -> None:
         await self._connected_event.wait()
@@ -112,6 +121,7 @@ class EdgeLink:
                     # Python 3.11's wait_for can turn a cancel into the connect error: stop anyway.
                     raise asyncio.CancelledError from exc
                 self._unreachable(_describe(exc), delay_s)
+                self._tried.set()
                 await asyncio.sleep(delay_s * random.uniform(0.8, 1.2))  # nosec B311  # backoff jitter
                 delay_s = min(delay_s * 2.0, self._settings.reconnect_max_s)
                 continue
@@ -131,6 +141,7 @@ class EdgeLink:
         self._session = session
         self._connected_event.set()
         self._last_error = ""
+        self._tried.set()
         _log.info("edge %s: connected to %s", self.cabinet_id, self._endpoint)
         await self._resync(session)
         while not session.lost.is_set():
@@ -179,8 +190,17 @@ class EdgeLink:
                 and running.schedule_id == schedule.schedule_id
             ):
                 return
-        _log.info("edge %s: pushing %s again", self.cabinet_id, schedule.schedule_id)
-        await self._push_on(session, schedule, self._settings.request_timeout_s, time.perf_counter())
+        outcome = await self._push_on(
+            session, schedule, self._settings.request_timeout_s, time.perf_counter()
+        )
+        log = _log.info if outcome.status is PushStatus.ACCEPTED else _log.warning
+        log(
+            "edge %s: pushed %s again: %s%s",
+            self.cabinet_id,
+            schedule.schedule_id,
+            outcome.status.value,
+            f": {outcome.message}" if outcome.message else "",
+        )
 
     async def _push_on(
         self, session: EdgeSession, schedule: CabinetSchedule, timeout_s: float, started: float
@@ -205,17 +225,24 @@ class EdgeLink:
         return self._record(schedule, status, decision.message, started)
 
     async def reset_interlock(self, timeout_s: float) -> Decision:
+        """The edge's answer to ``ResetInterlock`` (accepted, or refused with its reason, also when the
+        central's OPC UA user may not call methods). :class:`EdgeUnreachableError` when the edge cannot
+        be asked: not connected, no answer within ``timeout_s``, or the connection failed."""
         session = self._session
         if session is None or session.lost.is_set():
-            return Decision(False, f"edge {self.cabinet_id} is not connected: {self._last_error}")
+            raise EdgeUnreachableError(f"edge {self.cabinet_id} is not connected: {self._last_error}")
         try:
             async with asyncio.timeout(timeout_s):
                 async with self._lock:
                     return await session.reset_interlock()
         except TimeoutError:
-            return Decision(False, f"edge {self.cabinet_id}: no answer within {timeout_s:g} s")
+            raise EdgeUnreachableError(f"edge {self.cabinet_id}: no answer within {timeout_s:g} s") from None
+        except UaStatusCodeError as exc:
+            if exc.code in _DENIED:
+                return Decision(False, f"edge {self.cabinet_id} answered {_describe(exc)}")
+            raise EdgeUnreachableError(f"edge {self.cabinet_id}: {_describe(exc)}") from None
         except (OSError, ConnectionError, UaError, LinkError) as exc:
-            return Decision(False, f"edge {self.cabinet_id}: {_describe(exc)}")
+            raise EdgeUnreachableError(f"edge {self.cabinet_id}: {_describe(exc)}") from None
 
     def _record(
         self, schedule: CabinetSchedule, status: PushStatus, message: str, started: float
@@ -229,8 +256,10 @@ class EdgeLink:
             schedule_id=schedule.schedule_id,
         )
         self._last_outcome = outcome
-        log = _log.info if status is PushStatus.ACCEPTED else _log.warning
-        log("edge %s: schedule %s %s: %s", self.cabinet_id, schedule.schedule_id, status.value, message)
+        # One line per push round is the planner's; a re-push logs its own line (_resync).
+        _log.debug(
+            "edge %s: schedule %s %s: %s", self.cabinet_id, schedule.schedule_id, status.value, message
+        )
         if self._on_outcome is not None:
             try:
                 self._on_outcome(outcome)
@@ -241,6 +270,8 @@ class EdgeLink:
 
 def _describe(exc: BaseException) -> str:
     text = str(exc).strip()
+    if isinstance(exc, LinkError):
+        return text or type(exc).__name__
     if isinstance(exc, UaStatusCodeError):
         return (
             f"{type(exc).__name__} ({text})" if text and type(exc).__name__ not in text else text or repr(exc)

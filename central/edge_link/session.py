@@ -35,7 +35,7 @@ from shared.opcua.common import (
 )
 from shared.opcua.trust import PeerRole, TrustList
 from shared.opcua.ua_security import POLICY_CLASSES, CertificateGate, first_der_certificate
-from shared.opcua.ua_types import ua_datetime
+from shared.opcua.ua_types import StatusCodes, ua_datetime
 from shared.schedule import CabinetSchedule
 
 _log = logging.getLogger(__name__)
@@ -45,7 +45,17 @@ WATCHDOG_S = 1.0  # how often asyncua probes an idle connection
 
 
 class LinkError(Exception):
-    """The edge cannot be used: wrong certificate, wrong address space, another cabinet."""
+    """The edge cannot be used: wrong certificate, wrong address space, another cabinet, wrong user."""
+
+
+# What an edge answers to ActivateSession when it does not accept the user name and password.
+_LOGIN_REFUSED = frozenset(
+    {
+        StatusCodes.BadUserAccessDenied,
+        StatusCodes.BadIdentityTokenRejected,
+        StatusCodes.BadIdentityTokenInvalid,
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -82,6 +92,7 @@ class EdgeSession:
         self._flush_pending = False
         self._telemetry: EdgeTelemetry | None = None
         self._telemetry_problem = ""
+        self._activated = False  # the session was activated (else only the socket may be left open)
 
     @property
     def telemetry(self) -> EdgeTelemetry | None:
@@ -114,7 +125,8 @@ class EdgeSession:
         session = cls(client, cabinet_id, on_change)
         client.connection_lost_callback = session._connection_lost
         try:
-            await asyncio.wait_for(client.connect(), request_timeout_s)
+            await _connect(client, security.username, request_timeout_s)
+            session._activated = True
             await asyncio.wait_for(session._prepare(publishing_interval_ms), request_timeout_s)
         except BaseException:
             await session.close()
@@ -222,8 +234,29 @@ class EdgeSession:
         """Close the session; quick even when the edge is gone."""
         self._client.connection_lost_callback = None
         self._telemetry = None
+        if not self._activated:
+            # A failed connect closed its channel itself; one cut short by the timeout may leave the socket
+            # open. asyncua's full disconnect would log a WARNING for the missing channel at every retry.
+            with contextlib.suppress(Exception):
+                self._client.disconnect_socket()
+            return
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self._client.disconnect(), 2.0)
+
+
+async def _connect(client: Client, username: str, timeout_s: float) -> None:
+    """Open the secure channel and activate the session; a refused login is named as such (asyncua's
+    text for BadUserAccessDenied speaks of permissions, which sends an operator the wrong way)."""
+    try:
+        await asyncio.wait_for(client.connect(), timeout_s)
+    except UaStatusCodeError as exc:
+        if exc.code not in _LOGIN_REFUSED:
+            raise
+        name = type(exc).__name__
+        raise LinkError(
+            f"wrong user name or password: the edge refused OPC UA user {username!r} ({name}); the password"
+            " must match that user's entry in the edge's users file (see `ems certs`)"
+        ) from None
 
 
 async def _secure(client: Client, security: ClientSecurity, edge_uri: str, timeout_s: float) -> None:

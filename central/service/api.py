@@ -7,34 +7,59 @@ Endpoints:
 - ``GET /api/v1/plan/latest``: the active plan, exactly the plan document of docs/interfaces.md: plan.
 - ``GET /api/v1/cabinets``: per edge: connection, telemetry, mode, last push outcome.
 - ``POST /api/v1/optimize``: re-optimize now.
-- ``GET /healthz``: liveness and a status summary (jobs, edges, active upload and plan).
+- ``POST /api/v1/cabinets/{cabinet_id}/reset-interlock``: the edge's ``ResetInterlock``.
+- ``GET /api/v1/status``: ``ok`` or ``degraded``, with every reason (:mod:`central.service.health`).
+- ``GET /healthz``: liveness (always 200) and a status summary (jobs, edges, active upload and plan).
 - ``GET /metrics``: Prometheus text.
 
-Access (docs/security.md): uploads need an ``uploader`` token, optimize an ``operator`` token, reads are
-open on a loopback address and need a ``viewer`` token elsewhere (unless ``[central] public_reads``); every
-write is audited. The audit, token and stream-cookie endpoints are in :mod:`central.service.api_access`.
+No request ends in a bare 500: an exception no handler expected is answered with a one-line reason and
+counted (:mod:`central.service.http_errors`); a body that stops arriving is answered 408.
+
+Access (docs/security.md): uploads need an ``uploader`` token, optimize and reset-interlock an ``operator``
+token, reads are open on a loopback address and need a ``viewer`` token elsewhere (unless ``[central]
+public_reads``); every write is audited. The audit, token and stream-cookie endpoints are in
+:mod:`central.service.api_access`.
 """
 
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+import logging
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
-from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
-from pydantic import BaseModel, ConfigDict, Field
 
-from central.service.access import AuditMiddleware, audit_note
+from central.edge_link.link import EdgeUnreachableError
+from central.service.access import AuditMiddleware, audit_note, client_address
 from central.service.api_access import access_router
 from central.service.audit import AuditAction
-from central.service.jobs import TRIGGER_MANUAL
-from central.service.state import JobStatus, RunResult
-from central.service.store import PushRecord, StoredPlan, StoredUpload
+from central.service.auth import Principal
+from central.service.health import findings
+from central.service.http_errors import UnhandledErrors
+from central.service.state import RunResult, RunTrigger, UploadOutcome
 from central.service.tokens import ApiRole
+from central.service.views import (
+    CabinetOut,
+    DayAheadJson,
+    ErrorOut,
+    HealthOut,
+    ProblemOut,
+    ResetOut,
+    RunOut,
+    StatusOut,
+    UploadResultOut,
+    finding_view,
+    job_view,
+    plan_view,
+    push_view,
+    run_view,
+    telemetry_view,
+    upload_result_view,
+    upload_view,
+)
 from shared import __version__
-from shared.edge_api import EdgeTelemetry
 from shared.errors import UploadError
 from shared.plan import Plan
 from shared.timeutil import format_utc
@@ -42,275 +67,13 @@ from shared.timeutil import format_utc
 if TYPE_CHECKING:
     from central.service.app import CentralService
 
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
 JSON_TYPES = ("application/json",)
 CSV_TYPES = ("text/csv", "application/csv")
 # How long a write request waits for its optimization run beyond the solver and push limits [s].
 WAIT_MARGIN_S = 10.0
-
-
-# ------------------------------------------------------------------------------------------ models
-
-
-class _Out(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
-
-class ProblemOut(_Out):
-    location: str = Field(description="Field, row or key that is wrong ('' for the whole upload)")
-    message: str
-
-
-class ErrorOut(_Out):
-    detail: str
-    problems: list[ProblemOut] = Field(default_factory=list)
-
-
-class UploadOut(_Out):
-    upload_id: str
-    received_at: str
-    format: str
-    sha256: str
-    start: str
-    end: str
-    interval_minutes: int
-    steps: int
-    initial_soc_pct: dict[str, float]
-
-
-class PushOut(_Out):
-    plan_id: str
-    cabinet_id: str
-    status: str = Field(description="accepted | refused | unreachable")
-    message: str
-    at: str
-    duration_ms: float
-
-
-class CabinetPlanOut(_Out):
-    first_setpoint_kw: float = Field(description="Setpoint of the plan's first interval [kW], + discharge")
-    max_discharge_kw: float
-    max_charge_kw: float
-    final_soc_pct: float
-
-
-class PlanSummaryOut(_Out):
-    plan_id: str
-    upload_id: str
-    trigger: str
-    created_at: str
-    status: str
-    start: str
-    end: str
-    interval_minutes: int
-    steps: int
-    objective_total: float
-    violations: list[str]
-    solver_backend: str
-    solve_s: float
-    cabinets: dict[str, CabinetPlanOut]
-
-
-class SocOut(_Out):
-    soc_pct: float
-    source: str = Field(description="upload | telemetry | default")
-
-
-class RunOut(_Out):
-    trigger: str
-    ok: bool
-    skipped: bool
-    message: str
-    started_at: str
-    finished_at: str
-    optimize_wall_s: float
-    initial_soc: dict[str, SocOut]
-    plan: PlanSummaryOut | None
-    push: dict[str, PushOut]
-
-
-class FindingOut(_Out):
-    location: str = Field(description="Field, series index or key the finding is about")
-    message: str = Field(description="What is implausible, and the unit probably meant")
-    severity: str = Field(description="warning | note (an error refuses the upload)")
-    kind: str = Field(description="wrong_unit | load_beyond_supply | edge_hard_limit | no_initial_soc")
-
-
-class UploadResultOut(_Out):
-    upload: UploadOut
-    run: RunOut | None = Field(description="The optimization the upload started; null while it still runs")
-    message: str
-    warnings: list[FindingOut] = Field(
-        default_factory=list, description="Plausibility warnings and notes of the accepted upload"
-    )
-
-
-class TelemetryOut(_Out):
-    soc_pct: float
-    active_power_kw: float
-    setpoint_kw: float
-    charge_limit_kw: float
-    discharge_limit_kw: float
-    mode: str
-    schedule_id: str
-    schedule_valid_until: str | None
-    interlock_active: bool
-    interlock_reason: str
-    cycle_time_p99_ms: float
-
-
-class CabinetOut(_Out):
-    cabinet_id: str
-    connected: bool
-    mode: str | None
-    runs_active_plan: bool = Field(description="The edge reports the active plan's schedule")
-    telemetry: TelemetryOut | None
-    last_push: PushOut | None
-
-
-class JobOut(_Out):
-    name: str
-    runs: int
-    failures: int
-    running: bool
-    last_started_at: str | None
-    last_finished_at: str | None
-    last_ok: bool | None
-    last_message: str
-    next_run_wall_time: str | None
-
-
-class HealthOut(_Out):
-    status: Literal["ok", "degraded"]
-    problems: list[str]
-    version: str
-    site: str
-    now: str
-    upload: UploadOut | None
-    plan: PlanSummaryOut | None
-    edges_connected: dict[str, bool]
-    jobs: dict[str, JobOut]
-
-
-class DayAheadJson(BaseModel):
-    """The JSON form of a day-ahead upload (docs/interfaces.md); for the OpenAPI document."""
-
-    start: str = Field(examples=["2026-11-24T00:00:00Z"], description="UTC, ISO 8601 with Z")
-    interval_minutes: int = Field(ge=1, le=1440)
-    import_price_per_kwh: list[float]
-    export_price_per_kwh: list[float] | None = None
-    load_kw: list[float]
-    pv_kw: list[float] | None = None
-    grid_commitment_kw: list[float] | None = None
-    initial_soc_pct: dict[str, float] | None = None
-
-
-# ------------------------------------------------------------------------------------------- views
-
-
-def _time(value: datetime | None) -> str | None:
-    return None if value is None else format_utc(value)
-
-
-def upload_view(upload: StoredUpload) -> UploadOut:
-    d = upload.dayahead
-    return UploadOut(
-        upload_id=upload.upload_id,
-        received_at=format_utc(upload.received_at),
-        format=upload.source_format,
-        sha256=upload.sha256,
-        start=format_utc(d.start),
-        end=format_utc(d.end),
-        interval_minutes=d.interval_minutes,
-        steps=d.steps,
-        initial_soc_pct=dict(d.initial_soc_pct),
-    )
-
-
-def push_view(record: PushRecord) -> PushOut:
-    return PushOut(
-        plan_id=record.plan_id,
-        cabinet_id=record.cabinet_id,
-        status=record.status,
-        message=record.message,
-        at=format_utc(record.at),
-        duration_ms=record.duration_ms,
-    )
-
-
-def plan_view(stored: StoredPlan) -> PlanSummaryOut:
-    plan = stored.plan
-    cabinets = {
-        cabinet_id: CabinetPlanOut(
-            first_setpoint_kw=cab.setpoint_kw[0] if cab.setpoint_kw else 0.0,
-            max_discharge_kw=max([0.0, *cab.setpoint_kw]),
-            max_charge_kw=max([0.0, *(-v for v in cab.setpoint_kw)]),
-            final_soc_pct=cab.soc_pct[-1] if cab.soc_pct else float("nan"),
-        )
-        for cabinet_id, cab in plan.cabinets.items()
-    }
-    return PlanSummaryOut(
-        plan_id=plan.plan_id,
-        upload_id=stored.upload_id,
-        trigger=stored.trigger,
-        created_at=format_utc(plan.created_at),
-        status=plan.status.value,
-        start=format_utc(plan.start),
-        end=format_utc(plan.end),
-        interval_minutes=plan.interval_minutes,
-        steps=plan.steps,
-        objective_total=plan.objective.total,
-        violations=list(plan.violations),
-        solver_backend=plan.solver.backend,
-        solve_s=plan.solver.solve_s,
-        cabinets=cabinets,
-    )
-
-
-def run_view(result: RunResult) -> RunOut:
-    return RunOut(
-        trigger=result.trigger,
-        ok=result.ok,
-        skipped=result.skipped,
-        message=result.message,
-        started_at=format_utc(result.started_at),
-        finished_at=format_utc(result.finished_at),
-        optimize_wall_s=result.optimize_wall_s,
-        initial_soc={
-            cab: SocOut(soc_pct=c.soc_pct, source=c.source) for cab, c in result.initial_soc.items()
-        },
-        plan=None if result.plan is None else plan_view(result.plan),
-        push={cab: push_view(r) for cab, r in sorted(result.outcomes.items())},
-    )
-
-
-def telemetry_view(t: EdgeTelemetry) -> TelemetryOut:
-    return TelemetryOut(
-        soc_pct=t.soc_pct,
-        active_power_kw=t.active_power_kw,
-        setpoint_kw=t.setpoint_kw,
-        charge_limit_kw=t.charge_limit_kw,
-        discharge_limit_kw=t.discharge_limit_kw,
-        mode=t.mode.value,
-        schedule_id=t.schedule_id,
-        schedule_valid_until=_time(t.schedule_valid_until),
-        interlock_active=t.interlock_active,
-        interlock_reason=t.interlock_reason,
-        cycle_time_p99_ms=t.cycle_time_p99_ms,
-    )
-
-
-def job_view(job: JobStatus, next_run: datetime | None) -> JobOut:
-    return JobOut(
-        name=job.name,
-        runs=job.runs,
-        failures=job.failures,
-        running=job.running,
-        last_started_at=_time(job.last_started_at),
-        last_finished_at=_time(job.last_finished_at),
-        last_ok=job.last_ok,
-        last_message=job.last_message,
-        next_run_wall_time=_time(next_run),
-    )
 
 
 # --------------------------------------------------------------------------------------------- app
@@ -324,10 +87,14 @@ def create_app(service: CentralService) -> FastAPI:
         description="Day-ahead upload, plans, edge status and metrics of one battery storage site.",
     )
     wait_s = service.site.central.solver_time_limit_s + service.site.central.push_timeout_s + WAIT_MARGIN_S
+    body_timeout_s = service.site.central.http_body_timeout_s
     access = service.access
+    # Outermost last: an unexpected exception becomes a 500 answer, which the audit trail then records.
+    app.add_middleware(UnhandledErrors, count=service.metrics.http_error)
     app.add_middleware(AuditMiddleware, trail=access.trail)
     app.include_router(access_router(access, service.audit_log, service.config.tokens_file))
     read = [Depends(access.reader())]
+    operator = Depends(access.require(ApiRole.OPERATOR, AuditAction.RESET_INTERLOCK))
     auth_errors: dict[int | str, dict[str, Any]] = {
         401: {"model": ErrorOut, "description": "Missing or invalid bearer token"},
         403: {"model": ErrorOut, "description": "The token lacks the role"},
@@ -350,6 +117,7 @@ def create_app(service: CentralService) -> FastAPI:
         summary="Upload day-ahead data (JSON or CSV)",
         responses={
             202: {"model": UploadResultOut, "description": "Stored; the optimization still runs"},
+            408: {"model": ErrorOut, "description": "The body did not arrive within the time limit"},
             413: {"model": ErrorOut, "description": "Body too large"},
             415: {"model": ErrorOut, "description": "Content-Type is neither JSON nor CSV"},
             422: {"model": ErrorOut, "description": "Refused: the problems name the row or field"},
@@ -377,27 +145,18 @@ def create_app(service: CentralService) -> FastAPI:
 
         A refused upload stores nothing and changes nothing."""
         fmt = _format_of(request.headers.get("content-type", ""))
-        raw = await _read_body(request, service.max_upload_bytes)
+        raw = await _read_body(request, service.max_upload_bytes, body_timeout_s)
         try:
             accepted = await service.accept_upload(raw, fmt)
         except UploadError as exc:
             audit_note(request, f"refused: {exc}")
             return _refused(exc)
         audit_note(request, f"upload {accepted.upload.upload_id} sha256 {accepted.upload.sha256[:16]}")
-        run = await _wait_for(accepted.run, wait_s) if wait else None
-        message = f"upload {accepted.upload.upload_id} accepted" + (
-            f"; {run.message}" if run is not None else "; optimizing"
-        )
-        body = UploadResultOut(
-            upload=upload_view(accepted.upload),
-            run=None if run is None else run_view(run),
-            message=message,
-            warnings=[
-                FindingOut(location=f.location, message=f.text, severity=f.severity, kind=f.kind)
-                for f in accepted.findings
-            ],
-        )
-        return JSONResponse(body.model_dump(mode="json"), status_code=201 if run is not None else 202)
+        outcome: UploadOutcome | None = None
+        if wait:
+            outcome = await _wait_for(accepted.outcome, wait_s)
+        body = upload_result_view(accepted.upload, outcome, accepted.findings)
+        return JSONResponse(body.model_dump(mode="json"), status_code=201 if outcome is not None else 202)
 
     @app.get(
         "/api/v1/plan/latest",
@@ -463,8 +222,10 @@ def create_app(service: CentralService) -> FastAPI:
         wait: Annotated[bool, Query(description="Wait for the plan and the push outcomes")] = True,
     ) -> Response:
         """Optimize the rest of the active upload from the current interval with live SoC, and push."""
-        future = service.request_optimization(TRIGGER_MANUAL)
-        result = await _wait_for(future, wait_s) if wait else None
+        future = service.request_optimization(RunTrigger.MANUAL)
+        result: RunResult | None = None
+        if wait:
+            result = await _wait_for(future, wait_s)
         if result is None:
             audit_note(request, "started, not waited for")
             return JSONResponse({"detail": "optimization started"}, status_code=202)
@@ -473,10 +234,52 @@ def create_app(service: CentralService) -> FastAPI:
         status = 409 if result.skipped else (200 if result.ok else 500)
         return JSONResponse(run_view(result).model_dump(mode="json"), status_code=status)
 
+    @app.post(
+        "/api/v1/cabinets/{cabinet_id}/reset-interlock",
+        response_model=ResetOut,
+        summary="Reset a cabinet's latched interlock",
+        responses={
+            404: {"model": ErrorOut, "description": "No such cabinet in the site"},
+            409: {"model": ResetOut, "description": "The edge refused the reset (its message says why)"},
+            503: {"model": ErrorOut, "description": "The edge could not be asked (the reason says why)"},
+            **auth_errors,
+        },
+    )
+    async def reset_interlock(
+        request: Request,
+        cabinet_id: Annotated[str, Path(description="The cabinet's id in the site file")],
+        principal: Principal = operator,
+    ) -> Response:
+        """Call the edge's ``ResetInterlock`` over OPC UA and return its ``Accepted`` and ``Message``.
+
+        The edge clears a latched interlock only if its condition is gone; every call is logged and
+        written to the audit trail with the token and the client that asked."""
+        if cabinet_id not in service.site.cabinet_ids:
+            audit_note(request, f"no cabinet {cabinet_id!r}")
+            raise HTTPException(
+                404, f"no cabinet {cabinet_id!r} in the site (it has {', '.join(service.site.cabinet_ids)})"
+            )
+        who = f"token {principal.name!r} from {client_address(request)}"
+        try:
+            decision = await service.reset_interlock(cabinet_id, who)
+        except EdgeUnreachableError as exc:
+            audit_note(request, f"{cabinet_id}: not sent: {exc}")
+            raise HTTPException(503, f"reset-interlock of {cabinet_id} not sent: {exc}") from None
+        verdict = "accepted" if decision.accepted else "refused"
+        audit_note(request, f"{cabinet_id}: {verdict} by the edge: {decision.message}")
+        body = ResetOut(cabinet_id=cabinet_id, accepted=decision.accepted, message=decision.message)
+        return JSONResponse(body.model_dump(mode="json"), status_code=200 if decision.accepted else 409)
+
+    @app.get("/api/v1/status", dependencies=read, response_model=StatusOut, summary="Readiness and reasons")
+    async def status() -> StatusOut:
+        """``ok``, or ``degraded`` with every reason (cabinet tripped, edge unreachable, no valid plan,
+        active upload without plan, plan with violations, solve failed, ...). Always 200."""
+        return await status_view(service)
+
     @app.get("/healthz", response_model=HealthOut, summary="Liveness and status")
     async def healthz() -> HealthOut:
         """Always 200 while the service runs; ``status`` is ``degraded`` with the reasons in ``problems``."""
-        return health_view(service)
+        return await health_view(service)
 
     @app.get(
         "/metrics",
@@ -490,37 +293,44 @@ def create_app(service: CentralService) -> FastAPI:
     return app
 
 
-def health_view(service: CentralService) -> HealthOut:
+async def _active_upload_view(service: CentralService) -> Any:
+    upload = service.state.upload
+    if upload is None:
+        return None
+    record = await asyncio.to_thread(service.store.upload_record, upload.upload_id)
+    planning = "pending" if record is None else record.planning.value
+    return upload_view(upload, planning, None if record is None else record.superseded_by)
+
+
+async def status_view(service: CentralService) -> StatusOut:
+    found = findings(service.health_snapshot())
     state = service.state
-    connected = {cab: bool(service.connected().get(cab, False)) for cab in service.site.cabinet_ids}
+    return StatusOut(
+        status="degraded" if found else "ok",
+        reasons=[finding_view(f) for f in found],
+        now=format_utc(service.clock.now()),
+        upload=await _active_upload_view(service),
+        plan=None if state.plan is None else plan_view(state.plan),
+        recovery=service.recovery,
+        edges_connected={cab: bool(service.connected().get(cab, False)) for cab in service.site.cabinet_ids},
+    )
+
+
+async def health_view(service: CentralService) -> HealthOut:
+    state = service.state
+    found = findings(service.health_snapshot())
     next_runs = service.next_run_times()
     jobs = {name: job_view(job, next_runs.get(name)) for name, job in state.jobs().items()}
-    problems = [f"job {job.name}: {job.last_message}" for job in jobs.values() if job.last_ok is False]
-    problems += [f"edge {cab} not connected" for cab, up in connected.items() if not up]
-    if state.plan is not None and state.plan.plan.end > service.clock.now():
-        pushes = state.push_outcomes()
-        plan_id = state.plan.plan.plan_id
-        for cab in service.site.cabinet_ids:
-            push = pushes.get(cab)
-            if push is None or push.plan_id != plan_id or push.status != "accepted":
-                shown = (
-                    "not pushed"
-                    if push is None or push.plan_id != plan_id
-                    else f"{push.status}: {push.message}"
-                )
-                problems.append(f"edge {cab} has not accepted the active plan ({shown})")
-    now = service.clock.now()
-    if state.upload is not None and state.upload.dayahead.end <= now:
-        problems.append(f"the active upload ended at {format_utc(state.upload.dayahead.end)}")
     return HealthOut(
-        status="degraded" if problems else "ok",
-        problems=problems,
+        status="degraded" if found else "ok",
+        problems=[f.detail for f in found],
+        reasons=[finding_view(f) for f in found],
         version=__version__,
         site=service.site.site.name,
-        now=format_utc(now),
-        upload=None if state.upload is None else upload_view(state.upload),
+        now=format_utc(service.clock.now()),
+        upload=await _active_upload_view(service),
         plan=None if state.plan is None else plan_view(state.plan),
-        edges_connected=connected,
+        edges_connected={cab: bool(service.connected().get(cab, False)) for cab in service.site.cabinet_ids},
         jobs=jobs,
     )
 
@@ -536,17 +346,34 @@ def _format_of(content_type: str) -> str:
     )
 
 
-async def _read_body(request: Request, max_bytes: int) -> bytes:
+async def _read_body(request: Request, max_bytes: int, timeout_s: float) -> bytes:
+    """The whole body, at most ``max_bytes`` (413), within ``timeout_s`` (408: a client that sent less
+    than its Content-Length must not hold the request open for ever)."""
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > max_bytes:
         raise HTTPException(413, f"upload larger than {max_bytes} bytes")
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > max_bytes:
-            raise HTTPException(413, f"upload larger than {max_bytes} bytes")
-        chunks.append(chunk)
+    try:
+        async with asyncio.timeout(timeout_s):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > max_bytes:
+                    raise HTTPException(413, f"upload larger than {max_bytes} bytes")
+                chunks.append(chunk)
+    except TimeoutError:
+        log.warning(
+            "upload from %s: body incomplete after %g s (%d of %s bytes); answered 408",
+            client_address(request),
+            timeout_s,
+            size,
+            declared or "?",
+        )
+        raise HTTPException(
+            408,
+            f"request body incomplete after {timeout_s:g} s ({size} of {declared or '?'} bytes received)",
+            {"Connection": "close"},
+        ) from None
     return b"".join(chunks)
 
 
@@ -556,8 +383,9 @@ def _refused(exc: UploadError) -> JSONResponse:
     return JSONResponse(body.model_dump(mode="json"), status_code=422)
 
 
-async def _wait_for(future: asyncio.Future[RunResult], timeout_s: float) -> RunResult | None:
-    """The run's result, or None when it is not done within ``timeout_s`` (it goes on regardless)."""
+async def _wait_for(future: asyncio.Future[T], timeout_s: float) -> T | None:
+    """The future's result, or None when it is not done within ``timeout_s`` (the run goes on
+    regardless) or was cancelled because the service is stopping."""
     try:
         return await asyncio.wait_for(asyncio.shield(future), timeout=timeout_s)
     except TimeoutError:

@@ -1,110 +1,63 @@
 """``CentralService``: store, state, edge fleet, scheduler jobs and the HTTP API in one asyncio process.
 
-Start order: database (and restore of the latest upload, plan and push outcomes), edge fleet, scheduler,
-HTTP server; stop order is the reverse. ``async with CentralService(...) as service`` runs it;
-:meth:`CentralService.wait_stopped` blocks until :meth:`CentralService.request_stop`.
+Start order: the site's plausibility and the listener rule (TLS, or plain HTTP on loopback only) are
+checked, then the HTTP socket is bound (a busy port stops the start before anything else happens), then
+the token verifier, the database (and restore of the latest upload, plan and push outcomes) and the audit
+log, the edge fleet, the planning queue (which first recovers: optimizes the active upload if it has no
+plan, else resumes the stored plan), the scheduler, and the HTTP server (with TLS when configured) on the
+bound socket; stop order is the reverse.
+``async with CentralService(...) as service`` runs it; :meth:`CentralService.wait_stopped` blocks until
+:meth:`CentralService.request_stop`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import os
 import socket
 import ssl
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
-
-import uvicorn
 
 from central.service.access import ApiAccess
 from central.service.audit import AuditLog, AuditTrail
-from central.service.auth import LEGACY_ENV_NAME, LEGACY_SITE_NAME, LegacyToken, TokenVerifier
+from central.service.auth import LegacyToken, TokenVerifier
+from central.service.config import API_TOKEN_ENV as API_TOKEN_ENV  # re-exported: the Python API
+from central.service.config import ServiceConfig as ServiceConfig
+from central.service.health import HealthSnapshot, findings
+from central.service.http_server import listen, serve_http
+from central.service.intake import check_timing
 from central.service.interfaces import Fleet, Optimizer, dispatch_optimizer
-from central.service.jobs import TRIGGER_UPLOAD, CentralJobs, Planner
+from central.service.jobs import CentralJobs
 from central.service.listener import listener_context
 from central.service.metrics import CONTENT_TYPE, Metrics, Snapshot, render
+from central.service.planner import Planner
+from central.service.queue import PlanQueue
 from central.service.ratelimit import FailureLimiter
-from central.service.state import RunResult, ServiceState
+from central.service.state import RunResult, RunTrigger, ServiceState, UploadOutcome
 from central.service.store import Store, StoredUpload
-from central.service.tokens import tokens_path
 from shared.clock import Clock
 from shared.dayahead import MAX_UPLOAD_BYTES, UploadFormat, check_against_site, parse_dayahead
-from shared.edge_api import EdgeTelemetry
+from shared.edge_api import Decision, EdgeTelemetry
 from shared.errors import ConfigError, Problem, UploadError
 from shared.plausibility import Finding, Severity, accept_dayahead, accept_site
-from shared.site import SiteConfig, parse_host_port
+from shared.site import SiteConfig
 from shared.timeutil import format_utc
-from shared.tls import is_loopback
 
 log = logging.getLogger(__name__)
 
-API_TOKEN_ENV = "EMS_API_TOKEN"  # nosec B105  # the name of a variable, not a secret
 STRICT = "[central] strict_plausibility"
-HTTP_SHUTDOWN_TIMEOUT_S = 2
-
-
-@dataclass(frozen=True)
-class ServiceConfig:
-    """Process-level settings of the service, resolved from the site file and the environment."""
-
-    database_path: Path
-    http_host: str
-    http_port: int  # 0: any free port (see CentralService.http_port)
-    api_token: str | None  # the single operator token (EMS_API_TOKEN or [central] api_token), if any
-    read_token_required: bool  # reads need the token too (non-loopback address without public_reads)
-    opcua_username: str
-    opcua_password: str
-    # Access to the HTTP API (docs/security.md).
-    api_token_name: str = LEGACY_ENV_NAME  # the single operator token's name in the audit trail
-    tokens_file: Path = Path("var/api-tokens.toml")
-    tls_cert_file: Path | None = None
-    tls_key_file: Path | None = None
-    insecure_http: bool = False  # plain HTTP on a non-loopback address allowed
-    audit_retention_days: float = 365.0
-
-    @property
-    def tls(self) -> bool:
-        return self.tls_cert_file is not None and self.tls_key_file is not None
-
-    @classmethod
-    def from_site(cls, site: SiteConfig, environ: Mapping[str, str] | None = None) -> ServiceConfig:
-        """``EMS_API_TOKEN`` wins over ``[central] api_token``; the OPC UA password comes from the
-        variable named by ``[opcua] central_password_env``. A relative database path is relative to the
-        working directory."""
-        env = os.environ if environ is None else environ
-        central = site.central
-        host, port = parse_host_port(central.http_address)
-        from_env = (env.get(API_TOKEN_ENV) or "").strip() or None
-        token = from_env or (central.api_token or "").strip() or None
-        return cls(
-            database_path=Path(central.database_path),
-            http_host=host,
-            http_port=port,
-            api_token=token,
-            read_token_required=not is_loopback(host) and not central.public_reads,
-            opcua_username=site.opcua.central_username,
-            opcua_password=env.get(site.opcua.central_password_env, ""),
-            api_token_name=LEGACY_ENV_NAME if from_env else LEGACY_SITE_NAME,
-            tokens_file=tokens_path(site),
-            tls_cert_file=None if central.tls_cert_file is None else Path(central.tls_cert_file),
-            tls_key_file=None if central.tls_key_file is None else Path(central.tls_key_file),
-            insecure_http=central.insecure_http,
-            audit_retention_days=central.audit_retention_days,
-        )
 
 
 @dataclass(frozen=True)
 class AcceptedUpload:
-    """An upload that was stored, and the optimization run it started."""
+    """An upload that was stored (and queued for planning), and what will become of it."""
 
     upload: StoredUpload
-    run: asyncio.Future[RunResult]
+    outcome: asyncio.Future[UploadOutcome]
     findings: tuple[Finding, ...] = ()  # plausibility warnings and notes (docs/configuration.md)
 
 
@@ -133,6 +86,7 @@ class CentralService:
         self._store: Store | None = None
         self._fleet: Fleet | None = None
         self._jobs: CentralJobs | None = None
+        self._queue: PlanQueue | None = None
         self._http_port = config.http_port
         self._stopped = asyncio.Event()
         self._upload_lock = asyncio.Lock()
@@ -167,6 +121,11 @@ class CentralService:
         tls = listener_context(
             config.http_host, config.tls_cert_file, config.tls_key_file, config.insecure_http
         )
+        # Bound before anything else starts, so that a second service on the same port stops here, before
+        # it touches the database or connects to any edge (TLS is set up on this socket when it serves).
+        sock = listen(config.http_host, config.http_port)
+        stack.callback(sock.close)
+        self._http_port = int(sock.getsockname()[1])
         verifier = TokenVerifier(self.config.tokens_file, self._legacy_token())
         store = await asyncio.to_thread(Store, self.config.database_path)
         stack.callback(store.close)
@@ -205,10 +164,23 @@ class CentralService:
             fleet=live_fleet,
             optimizer=self._optimizer,
         )
+        queue = PlanQueue(
+            planner=planner,
+            store=store,
+            state=self.state,
+            metrics=self.metrics,
+            fleet=live_fleet,
+            clock=self.clock,
+            first_contact_wait_s=self.site.opcua.request_timeout_s,
+        )
+        queue.start()
+        stack.push_async_callback(queue.stop)
+        self._queue = queue
         jobs = CentralJobs(
             site=self.site,
             clock=self.clock,
             planner=planner,
+            queue=queue,
             store=store,
             state=self.state,
             fleet=live_fleet,
@@ -217,11 +189,11 @@ class CentralService:
         stack.push_async_callback(jobs.shutdown)
         self._jobs = jobs
 
-        await self._start_http(stack, tls)
+        await self._start_http(stack, sock, tls)
         if self.config.api_token is None and verifier.count() == 0:
             log.warning(
                 "no API token (`ems token add`, [central] api_token or $%s): every write endpoint"
-                " (upload, optimize) is refused",
+                " (upload, optimize, reset-interlock) is refused",
                 API_TOKEN_ENV,
             )
         log.info(
@@ -237,41 +209,12 @@ class CentralService:
         token = self.config.api_token
         return None if token is None else LegacyToken(self.config.api_token_name, token)
 
-    async def _start_http(self, stack: AsyncExitStack, tls: ssl.SSLContext | None) -> None:
+    async def _start_http(
+        self, stack: AsyncExitStack, sock: socket.socket, tls: ssl.SSLContext | None
+    ) -> None:
         from central.service.api import create_app
 
-        sock = _listen(self.config.http_host, self.config.http_port)
-        self._http_port = int(sock.getsockname()[1])
-        config = uvicorn.Config(
-            create_app(self),
-            log_config=None,
-            log_level="warning",
-            access_log=False,
-            lifespan="off",
-            timeout_graceful_shutdown=HTTP_SHUTDOWN_TIMEOUT_S,
-            proxy_headers=False,  # the limiter and the audit trail key on the TCP peer, never a header
-            server_header=False,
-        )
-        config.load()
-        config.ssl = tls  # TLS 1.2+ context of shared.tls (uvicorn's own cannot set a minimum version)
-        server = _EmbeddedServer(config)
-        task = asyncio.create_task(server.serve(sockets=[sock]), name="central-http")
-
-        async def stop() -> None:
-            server.should_exit = True
-            try:
-                await asyncio.wait_for(task, timeout=HTTP_SHUTDOWN_TIMEOUT_S + 3.0)
-            except (TimeoutError, asyncio.CancelledError):
-                task.cancel()
-            finally:
-                sock.close()
-
-        stack.push_async_callback(stop)
-        while not server.started:
-            if task.done():
-                task.result()  # raises what stopped it
-                raise RuntimeError("the HTTP server stopped during start")
-            await asyncio.sleep(0.01)
+        await serve_http(create_app(self), sock, stack, tls)
 
     def request_stop(self) -> None:
         self._stopped.set()
@@ -322,20 +265,47 @@ class CentralService:
             raise RuntimeError("the service is not running")
         return self._jobs
 
+    @property
+    def queue(self) -> PlanQueue:
+        if self._queue is None:
+            raise RuntimeError("the service is not running")
+        return self._queue
+
+    @property
+    def recovery(self) -> str:
+        """What the planning queue did at start about the stored upload and plan."""
+        return self.queue.recovery
+
     def telemetry(self) -> Mapping[str, EdgeTelemetry | None]:
         return self.fleet.telemetry()
 
     def connected(self) -> Mapping[str, bool]:
         return self.fleet.connected()
 
-    def metrics_text(self) -> str:
-        snapshot = Snapshot(
+    def health_snapshot(self) -> HealthSnapshot:
+        return HealthSnapshot(
+            now=self.clock.now(),
+            upload=self.state.upload,
             plan=self.state.plan,
+            last_run=self.state.last_run,
             push=self.state.push_outcomes(),
             connected=self.connected(),
+            connection_errors=self.fleet.last_errors(),
             telemetry=self.telemetry(),
             jobs=self.state.jobs(),
             cabinet_ids=tuple(self.site.cabinet_ids),
+        )
+
+    def metrics_text(self) -> str:
+        health = self.health_snapshot()
+        snapshot = Snapshot(
+            plan=health.plan,
+            push=health.push,
+            connected=health.connected,
+            telemetry=health.telemetry,
+            jobs=health.jobs,
+            cabinet_ids=health.cabinet_ids,
+            findings=tuple(findings(health)),
             access=self.access.stats(),
         )
         return render(self.metrics, snapshot)
@@ -346,7 +316,8 @@ class CentralService:
     # ----------------------------------------------------------------------------------------- writes
 
     async def accept_upload(self, raw: bytes, fmt: str) -> AcceptedUpload:
-        """Validate and store a day-ahead upload, make it the active one, and start an optimization.
+        """Validate and store a day-ahead upload, make it the active one, and queue its optimization
+        (the intent is stored with the upload: it survives a crash).
 
         Raises :class:`UploadError` (with the row or field) for a bad upload; nothing is stored then and
         the active upload and plan are unchanged.
@@ -358,14 +329,8 @@ class CentralService:
                     raise UploadError("upload", [Problem("", f"larger than {MAX_UPLOAD_BYTES} bytes")])
                 dayahead = await asyncio.to_thread(parse_dayahead, raw, fmt, "upload")
                 check_against_site(dayahead, self.site, "upload")
-                if dayahead.end <= now:
-                    covers = f"{format_utc(dayahead.start)} to {format_utc(dayahead.end)}"
-                    over = (
-                        f"the upload covers {covers}, which is over (now {format_utc(now)}); "
-                        "`ems upload FILE --start today` re-dates a file"
-                    )
-                    raise UploadError("upload", [Problem("start", over)])
-                findings = accept_dayahead(
+                check_timing(dayahead, now, self.site.central)
+                warnings = accept_dayahead(
                     dayahead,
                     self.site,
                     UploadFormat(fmt),
@@ -378,9 +343,15 @@ class CentralService:
                 log.warning("upload refused: %s", "; ".join(exc.lines()))
                 raise
             upload_id = f"upload-{now:%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"
-            stored = await asyncio.to_thread(self.store.add_upload, upload_id, now, fmt, raw, dayahead)
+            outcome = self.queue.expect_upload(upload_id)
+            try:
+                stored = await asyncio.to_thread(self.store.add_upload, upload_id, now, fmt, raw, dayahead)
+            except BaseException:
+                self.queue.forget_upload(upload_id)
+                raise
             self.state.set_upload(stored)
             self.metrics.upload(True)
+            self.queue.upload_stored()
             log.info(
                 "upload %s accepted (%s): %d intervals of %d min from %s to %s",
                 upload_id,
@@ -390,11 +361,33 @@ class CentralService:
                 format_utc(dayahead.start),
                 format_utc(dayahead.end),
             )
-            _log_findings(f"upload {upload_id}", findings)
-            return AcceptedUpload(stored, self.jobs.request_run(TRIGGER_UPLOAD), tuple(findings))
+            _log_findings(f"upload {upload_id}", warnings)
+            return AcceptedUpload(stored, outcome, tuple(warnings))
 
-    def request_optimization(self, trigger: str) -> asyncio.Future[RunResult]:
-        return self.jobs.request_run(trigger)
+    def request_optimization(self, trigger: RunTrigger) -> asyncio.Future[RunResult]:
+        return self.queue.request(trigger)
+
+    async def reset_interlock(self, cabinet_id: str, requested_by: str) -> Decision:
+        """The edge's answer to ``ResetInterlock``, logged with who asked; ``KeyError`` for an unknown
+        cabinet, ``EdgeUnreachableError`` when the edge cannot be asked."""
+        from central.edge_link import EdgeUnreachableError
+
+        try:
+            decision = await self.fleet.reset_interlock(cabinet_id)
+        except EdgeUnreachableError as exc:
+            self.metrics.reset(cabinet_id, "unreachable")
+            log.warning("reset-interlock of %s asked by %s: not sent: %s", cabinet_id, requested_by, exc)
+            raise
+        result = "accepted" if decision.accepted else "refused"
+        self.metrics.reset(cabinet_id, result)
+        log.info(
+            "reset-interlock of %s asked by %s: %s by the edge: %s",
+            cabinet_id,
+            requested_by,
+            result,
+            decision.message,
+        )
+        return decision
 
     def next_run_times(self) -> dict[str, datetime | None]:
         return self.jobs.next_run_times()
@@ -415,33 +408,6 @@ class CentralService:
             log.info(
                 "restored plan %s (%s, from %s)", plan.plan.plan_id, plan.plan.status.value, plan.trigger
             )
-
-
-class _EmbeddedServer(uvicorn.Server):
-    """uvicorn's server without its signal handling: the ``ems central`` process owns the signals."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
-
-
-def _listen(host: str, port: int) -> socket.socket:
-    """Bind the HTTP socket here, so a busy port is a clear error rather than uvicorn's sys.exit."""
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-    except socket.gaierror as exc:
-        raise OSError(f"HTTP address {host}:{port}: {exc.strerror}") from exc
-    family, kind, proto, _, address = infos[0]
-    sock = socket.socket(family, kind, proto)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(address)
-        sock.listen(128)
-        sock.setblocking(False)
-    except OSError as exc:
-        sock.close()
-        raise OSError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
-    return sock
 
 
 def _log_findings(subject: str, findings: list[Finding]) -> None:

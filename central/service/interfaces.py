@@ -2,6 +2,7 @@
 
 The production implementations are :data:`dispatch_optimizer` (``central.dispatch``) and
 ``central.edge_link.EdgeFleet``; they are imported lazily so the service modules load without the solver.
+Tests pass their own optimizer to see failures.
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Protocol
 
+from central.edge_link.outcome import PushStatus
 from shared.dayahead import DayAhead
-from shared.edge_api import EdgeTelemetry
+from shared.edge_api import Decision, EdgeTelemetry
 from shared.plan import Plan
 from shared.site import SiteConfig
 
@@ -29,7 +31,7 @@ class PushOutcomeLike(Protocol):
     def cabinet_id(self) -> str: ...
 
     @property
-    def status(self) -> str: ...  # "accepted" | "refused" | "unreachable"
+    def status(self) -> PushStatus: ...
 
     @property
     def message(self) -> str: ...
@@ -53,7 +55,19 @@ class Fleet(Protocol):
 
     def connected(self) -> Mapping[str, bool]: ...
 
+    def last_errors(self) -> Mapping[str, str]:
+        """Why each edge is not connected ("" when it is)."""
+        ...
+
+    async def wait_first_contact(self, timeout_s: float) -> bool:
+        """Until every edge was tried once since the start (connected or refused); False on timeout."""
+        ...
+
     def last_outcomes(self) -> Mapping[str, PushOutcomeLike]: ...
+
+    async def reset_interlock(self, cabinet_id: str) -> Decision:
+        """The edge's answer to ``ResetInterlock``; ``EdgeUnreachableError`` when it cannot be asked."""
+        ...
 
 
 class Optimizer(Protocol):

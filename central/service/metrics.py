@@ -10,7 +10,9 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from central.edge_link.outcome import PushStatus
 from central.service.access import AccessStats
+from central.service.health import DegradedReason, Finding
 from central.service.state import JobStatus, RunResult
 from central.service.store import PushRecord, StoredPlan
 from shared.edge_api import EdgeMode, EdgeTelemetry
@@ -45,9 +47,23 @@ class Metrics:
         self.optimizations: dict[tuple[str, str], int] = {}
         self.pushes: dict[tuple[str, str], int] = {}
         self.optimize_s = Histogram(OPTIMIZE_BUCKETS_S)
+        self.superseded = 0
+        self.http_errors: dict[tuple[str, str], int] = {}
+        self.resets: dict[tuple[str, str], int] = {}
 
     def upload(self, accepted: bool) -> None:
         self.uploads["accepted" if accepted else "refused"] += 1
+
+    def uploads_superseded(self, count: int) -> None:
+        self.superseded += count
+
+    def http_error(self, route: str, exception: str) -> None:
+        key = (route, exception)
+        self.http_errors[key] = self.http_errors.get(key, 0) + 1
+
+    def reset(self, cabinet_id: str, result: str) -> None:
+        key = (cabinet_id, result)
+        self.resets[key] = self.resets.get(key, 0) + 1
 
     def run(self, result: RunResult) -> None:
         outcome = "skipped" if result.skipped else ("ok" if result.ok else "failed")
@@ -58,7 +74,7 @@ class Metrics:
 
     def push(self, records: Mapping[str, PushRecord]) -> None:
         for record in records.values():
-            key = (record.cabinet_id, record.status)
+            key = (record.cabinet_id, record.status.value)
             self.pushes[key] = self.pushes.get(key, 0) + 1
 
 
@@ -72,15 +88,23 @@ class Snapshot:
     telemetry: Mapping[str, EdgeTelemetry | None]
     jobs: Mapping[str, JobStatus]
     cabinet_ids: tuple[str, ...]
+    findings: tuple[Finding, ...] = ()
     access: AccessStats | None = None
 
 
 def render(metrics: Metrics, snapshot: Snapshot) -> str:
     """The metrics page."""
     out = _Writer()
+    _render_status(out, snapshot)
     uploads = out.family("ems_central_uploads_total", "counter", "Day-ahead uploads by result.")
     for result, count in sorted(metrics.uploads.items()):
         uploads.add({"result": result}, count)
+    superseded = out.family(
+        "ems_central_uploads_superseded_total",
+        "counter",
+        "Accepted uploads superseded by a newer one before their optimization started.",
+    )
+    superseded.add({}, metrics.superseded)
 
     runs = out.family(
         "ems_central_optimizations_total", "counter", "Optimization runs by trigger and result."
@@ -126,7 +150,7 @@ def render(metrics: Metrics, snapshot: Snapshot) -> str:
     )
     for cabinet_id, record in sorted(snapshot.push.items()):
         duration.add({"cabinet": cabinet_id}, record.duration_ms)
-        accepted.add({"cabinet": cabinet_id}, int(record.status == "accepted"))
+        accepted.add({"cabinet": cabinet_id}, int(record.status is PushStatus.ACCEPTED))
 
     connected = out.family(
         "ems_central_edge_connected", "gauge", "1 when the OPC UA session to the edge is up."
@@ -136,6 +160,9 @@ def render(metrics: Metrics, snapshot: Snapshot) -> str:
         "ems_central_edge_active_power_kw", "gauge", "Active power reported by the edge [kW], + discharge."
     )
     mode = out.family("ems_central_edge_mode", "gauge", "1 for the edge's current mode.")
+    interlock = out.family(
+        "ems_central_edge_interlock_active", "gauge", "1 when the edge reports an active interlock."
+    )
     for cabinet_id in snapshot.cabinet_ids:
         labels = {"cabinet": cabinet_id}
         connected.add(labels, int(snapshot.connected.get(cabinet_id, False)))
@@ -144,8 +171,24 @@ def render(metrics: Metrics, snapshot: Snapshot) -> str:
             continue
         soc.add(labels, telemetry.soc_pct)
         power.add(labels, telemetry.active_power_kw)
+        interlock.add(labels, int(telemetry.interlock_active))
         for edge_mode in EdgeMode:
             mode.add({**labels, "mode": edge_mode.value}, int(telemetry.mode == edge_mode))
+
+    resets = out.family(
+        "ems_central_interlock_resets_total",
+        "counter",
+        "Interlock resets asked through the API, by cabinet and result (accepted, refused, unreachable).",
+    )
+    for (cabinet_id, result), count in sorted(metrics.resets.items()):
+        resets.add({"cabinet": cabinet_id, "result": result}, count)
+    errors = out.family(
+        "ems_central_http_unhandled_errors_total",
+        "counter",
+        "Requests that ended in an unexpected exception (answered 500 with the reason), by route.",
+    )
+    for (route, exception), count in sorted(metrics.http_errors.items()):
+        errors.add({"route": route, "exception": exception}, count)
 
     job_runs = out.family("ems_central_job_runs_total", "counter", "Runs of each scheduled job.")
     job_failures = out.family(
@@ -157,6 +200,20 @@ def render(metrics: Metrics, snapshot: Snapshot) -> str:
     if snapshot.access is not None:
         _render_access(out, snapshot.access)
     return out.text()
+
+
+def _render_status(out: _Writer, snapshot: Snapshot) -> None:
+    degraded = out.family(
+        "ems_central_degraded", "gauge", "1 when the service is degraded (see ems_central_degraded_reason)."
+    )
+    degraded.add({}, int(bool(snapshot.findings)))
+    reasons = out.family(
+        "ems_central_degraded_reason",
+        "gauge",
+        "How many findings of each reason make the service degraded now (0 for reasons that do not apply).",
+    )
+    for reason in DegradedReason:
+        reasons.add({"reason": reason.value}, sum(1 for f in snapshot.findings if f.reason is reason))
 
 
 def _render_access(out: _Writer, stats: AccessStats) -> None:

@@ -10,8 +10,25 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from enum import StrEnum
 
-from central.service.store import PushRecord, Store, StoredPlan, StoredUpload
+from central.service.store import PushRecord, Store, StoredPlan, StoredUpload, UploadPlanning
+
+
+class RunTrigger(StrEnum):
+    """Why an optimization run happened (stored with its plan, ``X-Plan-Trigger``)."""
+
+    UPLOAD = "upload"  # a day-ahead upload (also its recovery after a restart)
+    SCHEDULE = "schedule"  # the ``reoptimize`` job
+    MANUAL = "manual"  # ``POST /api/v1/optimize``
+
+
+class SocSource(StrEnum):
+    """Where a run's initial SoC of a cabinet came from."""
+
+    UPLOAD = "upload"
+    TELEMETRY = "telemetry"
+    DEFAULT = "default"
 
 
 @dataclass(frozen=True)
@@ -19,14 +36,14 @@ class SocChoice:
     """The initial SoC a run used for one cabinet and where it came from."""
 
     soc_pct: float
-    source: str  # "upload" | "telemetry" | "default"
+    source: SocSource
 
 
 @dataclass(frozen=True)
 class RunResult:
     """Outcome of one optimization run (optimize, store, push)."""
 
-    trigger: str
+    trigger: RunTrigger
     ok: bool
     message: str
     started_at: datetime  # simulated clock
@@ -36,6 +53,17 @@ class RunResult:
     initial_soc: Mapping[str, SocChoice] = field(default_factory=dict)
     skipped: bool = False  # nothing to optimize (no upload, or the upload is over)
     optimize_wall_s: float = 0.0  # optimizer call, wall-clock [s]
+    upload_id: str | None = None  # the upload the run optimized
+
+
+@dataclass(frozen=True)
+class UploadOutcome:
+    """What became of one accepted upload in the planning queue: its own run, or why there was none."""
+
+    upload_id: str
+    planning: UploadPlanning
+    run: RunResult | None = None  # None when superseded before its run started
+    superseded_by: str | None = None
 
 
 @dataclass

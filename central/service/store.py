@@ -7,6 +7,11 @@ edge, and sampled edge telemetry.
 Every write is one transaction (``BEGIN IMMEDIATE`` ... ``COMMIT``), so a crash mid-write leaves either
 the whole upload or plan or nothing. The database runs in WAL mode with ``synchronous=FULL``: a committed
 upload or plan survives a power loss, and readers never block the writer.
+
+The planning queue lives here too: an upload is stored ``pending`` (the intent "optimize it" is in the same
+transaction as the upload), and leaves that state only through :meth:`Store.claim_newest_pending` (older
+pending uploads become ``superseded``), :meth:`Store.add_plan` (``planned`` or ``failed`` in the plan's
+transaction) or :meth:`Store.set_planning` (``expired``, ``failed``).
 """
 
 from __future__ import annotations
@@ -16,121 +21,41 @@ import sqlite3
 import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from central.edge_link.outcome import PushStatus
+from central.service.records import (
+    Claim,
+    PushRecord,
+    StoredPlan,
+    StoredUpload,
+    TelemetrySample,
+    UploadPlanning,
+    UploadRecord,
+)
+from central.service.schema import MIGRATE_1_TO_2, SCHEMA, SCHEMA_VERSION
 from shared.dayahead import DayAhead, parse_dayahead_json
 from shared.errors import InputError
 from shared.plan import Plan, PlanStatus
 from shared.timeutil import ensure_utc, parse_utc
 
-SCHEMA_VERSION = 1
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS uploads (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    upload_id TEXT NOT NULL UNIQUE,
-    received_at TEXT NOT NULL,
-    source_format TEXT NOT NULL CHECK (source_format IN ('json', 'csv')),
-    start TEXT NOT NULL,
-    interval_minutes INTEGER NOT NULL,
-    steps INTEGER NOT NULL,
-    sha256 TEXT NOT NULL,
-    raw BLOB NOT NULL,
-    dayahead_json TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS plans (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    plan_id TEXT NOT NULL UNIQUE,
-    upload_id TEXT NOT NULL REFERENCES uploads(upload_id),
-    trigger TEXT NOT NULL,
-    stored_at TEXT NOT NULL,
-    status TEXT NOT NULL,
-    start TEXT NOT NULL,
-    steps INTEGER NOT NULL,
-    objective_total REAL NOT NULL,
-    plan_json TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS plans_by_upload ON plans(upload_id);
-CREATE TABLE IF NOT EXISTS push_outcomes (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    plan_id TEXT NOT NULL REFERENCES plans(plan_id),
-    cabinet_id TEXT NOT NULL,
-    status TEXT NOT NULL,
-    message TEXT NOT NULL,
-    at TEXT NOT NULL,
-    duration_ms REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS push_by_cabinet ON push_outcomes(cabinet_id, seq);
-CREATE TABLE IF NOT EXISTS telemetry_samples (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    at TEXT NOT NULL,
-    cabinet_id TEXT NOT NULL,
-    soc_pct REAL NOT NULL,
-    active_power_kw REAL NOT NULL,
-    setpoint_kw REAL NOT NULL,
-    mode TEXT NOT NULL,
-    schedule_id TEXT NOT NULL,
-    interlock_active INTEGER NOT NULL,
-    interlock_reason TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS telemetry_by_cabinet ON telemetry_samples(cabinet_id, at);
-CREATE INDEX IF NOT EXISTS telemetry_by_time ON telemetry_samples(at);
-"""
+__all__ = [
+    "Claim",
+    "PushRecord",
+    "Store",
+    "StoreError",
+    "StoredPlan",
+    "StoredUpload",
+    "TelemetrySample",
+    "UploadPlanning",
+    "UploadRecord",
+]
 
 
 class StoreError(RuntimeError):
     """The database cannot be opened or is not one of ours."""
-
-
-@dataclass(frozen=True)
-class StoredUpload:
-    """An accepted day-ahead upload."""
-
-    upload_id: str
-    received_at: datetime
-    source_format: str  # "json" | "csv"
-    sha256: str  # of the raw body as received
-    dayahead: DayAhead
-
-
-@dataclass(frozen=True)
-class StoredPlan:
-    """A plan with where it came from."""
-
-    plan: Plan
-    upload_id: str
-    trigger: str  # "upload" | "schedule" | "manual"
-    stored_at: datetime
-
-
-@dataclass(frozen=True)
-class PushRecord:
-    """The outcome of pushing one plan to one edge."""
-
-    plan_id: str
-    cabinet_id: str
-    status: str  # "accepted" | "refused" | "unreachable"
-    message: str
-    at: datetime
-    duration_ms: float
-
-
-@dataclass(frozen=True)
-class TelemetrySample:
-    """One cabinet's telemetry at ``at`` (simulated time)."""
-
-    at: datetime
-    cabinet_id: str
-    soc_pct: float
-    active_power_kw: float  # + discharge
-    setpoint_kw: float  # + discharge
-    mode: str
-    schedule_id: str
-    interlock_active: bool
-    interlock_reason: str
 
 
 class Store:
@@ -164,9 +89,9 @@ class Store:
                 f"schema version {version} is newer than this program's ({SCHEMA_VERSION})"
             )
         with self._transaction() as tx:
-            for statement in _SCHEMA.split(";"):
-                if statement.strip():
-                    tx.execute(statement)
+            if version == 1:
+                _execute_script(tx, MIGRATE_1_TO_2)
+            _execute_script(tx, SCHEMA)
             tx.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
     def close(self) -> None:
@@ -241,10 +166,55 @@ class Store:
     def count_uploads(self) -> int:
         return int(self._query("SELECT COUNT(*) FROM uploads")[0][0])
 
+    # ----------------------------------------------------------------------------------- planning queue
+
+    def claim_newest_pending(self) -> Claim:
+        """Take the newest ``pending`` upload to optimize; every older ``pending`` one becomes
+        ``superseded`` by it, in the same transaction. The claimed upload stays ``pending`` until its
+        plan (or :meth:`set_planning`) says otherwise, so a crash during its run leaves it queued."""
+        with self._transaction() as tx:
+            rows = tx.execute(
+                "SELECT upload_id, seq FROM uploads WHERE planning = ? ORDER BY seq DESC",
+                (UploadPlanning.PENDING.value,),
+            ).fetchall()
+            if not rows:
+                return Claim(None, ())
+            newest, newest_seq = str(rows[0][0]), int(rows[0][1])
+            older = tuple(str(row[0]) for row in rows[1:])
+            if older:
+                tx.execute(
+                    "UPDATE uploads SET planning = ?, superseded_by = ? WHERE planning = ? AND seq < ?",
+                    (UploadPlanning.SUPERSEDED.value, newest, UploadPlanning.PENDING.value, newest_seq),
+                )
+        return Claim(newest, older)
+
+    def set_planning(self, upload_id: str, planning: UploadPlanning) -> None:
+        """Record the planning state of an upload (``expired`` or ``failed`` without a plan; ``pending``
+        to queue it again). An upload that was ``planned`` stays so."""
+        with self._transaction() as tx:
+            tx.execute(
+                "UPDATE uploads SET planning = ? WHERE upload_id = ? AND planning != ?",
+                (planning.value, upload_id, UploadPlanning.PLANNED.value),
+            )
+
+    def upload_record(self, upload_id: str) -> UploadRecord | None:
+        rows = self._query(
+            "SELECT upload_id, received_at, planning, superseded_by FROM uploads WHERE upload_id = ?",
+            (upload_id,),
+        )
+        return _upload_record(rows[0]) if rows else None
+
+    def upload_records(self) -> list[UploadRecord]:
+        """Every upload's planning state, oldest first."""
+        rows = self._query("SELECT upload_id, received_at, planning, superseded_by FROM uploads ORDER BY seq")
+        return [_upload_record(row) for row in rows]
+
     # -------------------------------------------------------------------------------------------- plans
 
     def add_plan(self, plan: Plan, upload_id: str, trigger: str, stored_at: datetime) -> StoredPlan:
-        """Store a plan (also a failed one, for the record) in one transaction."""
+        """Store a plan (also a failed one, for the record) in one transaction, and in the same one mark
+        its upload ``planned`` (a usable plan) or, if it has no usable plan yet, ``failed``."""
+        usable = plan.status is not PlanStatus.FAILED
         with self._transaction() as tx:
             tx.execute(
                 "INSERT INTO plans (plan_id, upload_id, trigger, stored_at, status, start, steps,"
@@ -261,6 +231,16 @@ class Store:
                     plan.model_dump_json(),
                 ),
             )
+            if usable:
+                tx.execute(
+                    "UPDATE uploads SET planning = ? WHERE upload_id = ?",
+                    (UploadPlanning.PLANNED.value, upload_id),
+                )
+            else:
+                tx.execute(
+                    "UPDATE uploads SET planning = ? WHERE upload_id = ? AND planning != ?",
+                    (UploadPlanning.FAILED.value, upload_id, UploadPlanning.PLANNED.value),
+                )
         return StoredPlan(plan, upload_id, trigger, stored_at)
 
     def latest_plan(self) -> StoredPlan | None:
@@ -287,7 +267,8 @@ class Store:
     def add_push_outcomes(self, records: Iterable[PushRecord]) -> None:
         """Store the outcomes of one push round in one transaction."""
         rows = [
-            (r.plan_id, r.cabinet_id, r.status, r.message, _ts(r.at), float(r.duration_ms)) for r in records
+            (r.plan_id, r.cabinet_id, r.status.value, r.message, _ts(r.at), float(r.duration_ms))
+            for r in records
         ]
         with self._transaction() as tx:
             tx.executemany(
@@ -363,6 +344,13 @@ class Store:
         return [] if findings == ["ok"] else findings
 
 
+def _execute_script(tx: sqlite3.Connection, script: str) -> None:
+    """Run ``;``-separated statements inside the open transaction (``executescript`` would commit)."""
+    for statement in script.split(";"):
+        if statement.strip():
+            tx.execute(statement)
+
+
 def _ts(value: datetime) -> str:
     """A stored timestamp: UTC, always with microseconds and 'Z', so text order is time order."""
     return ensure_utc(value).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
@@ -390,7 +378,22 @@ def _plan(row: Any) -> StoredPlan:
 def _push(row: Any) -> PushRecord:
     plan_id, cabinet_id, status, message, at, duration_ms = row
     return PushRecord(
-        str(plan_id), str(cabinet_id), str(status), str(message), parse_utc(str(at)), float(duration_ms)
+        str(plan_id),
+        str(cabinet_id),
+        PushStatus(str(status)),
+        str(message),
+        parse_utc(str(at)),
+        float(duration_ms),
+    )
+
+
+def _upload_record(row: Any) -> UploadRecord:
+    upload_id, received_at, planning, superseded_by = row
+    return UploadRecord(
+        str(upload_id),
+        parse_utc(str(received_at)),
+        UploadPlanning(str(planning)),
+        None if superseded_by is None else str(superseded_by),
     )
 
 

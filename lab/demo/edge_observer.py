@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from central.edge_link.link import EdgeLink
+from central.edge_link.link import EdgeLink, EdgeUnreachableError
 from central.edge_link.outcome import PushOutcome
 from central.edge_link.session import ClientSecurity
 from shared.clock import Clock
@@ -132,7 +132,11 @@ class EdgeObserver:
         return True
 
     async def reset_interlock(self, cabinet_id: str) -> Decision:
-        return await self._links[cabinet_id].reset_interlock(METHOD_TIMEOUT_S)
+        """The edge's answer; an edge that cannot be asked counts as a refusal (the demo retries)."""
+        try:
+            return await self._links[cabinet_id].reset_interlock(METHOD_TIMEOUT_S)
+        except EdgeUnreachableError as exc:
+            return Decision(False, str(exc))
 
     async def hold_until(self, start: datetime) -> dict[str, PushOutcome]:
         """Give every edge a 0 kW schedule from now until ``start``, so no cabinet moves before the day.

@@ -320,9 +320,10 @@ def scenario_checks(options: DemoOptions, inputs: ReportInputs) -> list[Check]:
 
 def day_ahead_plan(site: SiteConfig, window: DayAhead) -> Plan | None:
     """The plan ``central.dispatch`` makes for the window from the day-ahead's initial SoC."""
+    from central.dispatch.inputs import DEFAULT_INITIAL_SOC_PCT
     from central.service.interfaces import dispatch_optimizer
 
-    initial = {c.id: window.initial_soc_pct.get(c.id, 50.0) for c in site.cabinets}
+    initial = {c.id: window.initial_soc_pct.get(c.id, DEFAULT_INITIAL_SOC_PCT) for c in site.cabinets}
     try:
         return dispatch_optimizer(
             site,
