@@ -13,7 +13,7 @@ import re
 import sys
 from collections.abc import AsyncIterator
 from dataclasses import replace
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +23,10 @@ import pytest_asyncio
 import yaml
 
 from central.service.app import CentralService
-from central.service.health import DegradedReason
+from central.service.health import DegradedReason, HealthSnapshot, findings
 from lab.localsite import LocalSite
 from shared.clock import SimulatedClock
+from shared.edge_api import EdgeMode, EdgeTelemetry
 from tests.test_central_api import AUTH, DAY_START, TOKEN, SiteFiles, json_with, make_site, post_json
 from tests.test_central_api import service_config as base_config
 from tests.test_central_e2e import eventually
@@ -259,6 +260,10 @@ def alert_metrics(expr: str) -> set[str]:
     without_strings = re.sub(r'"[^"]*"', '""', expr)
     without_labels = re.sub(r"\{[^}]*\}", "", without_strings)
     without_ranges = re.sub(r"\[[^\]]*\]", "", without_labels)
+    # Label lists of vector matching and aggregation (on(cabinet), by(reason)) name labels, not metrics.
+    without_ranges = re.sub(
+        r"\b(on|ignoring|by|without|group_left|group_right)\s*\([^)]*\)", r"\1", without_ranges
+    )
     names = set(re.findall(r"[a-zA-Z_:][a-zA-Z0-9_:]*(?!\s*\()\b", without_ranges))
     functions = set(re.findall(r"([a-zA-Z_]+)\s*\(", without_ranges))
     return {n for n in names - functions - PROMQL_WORDS if not n.isdigit()}
@@ -294,3 +299,36 @@ async def test_alert_rules_parse_and_name_metrics_the_central_exports(tmp_path: 
     # The reason label values the rules use exist as series.
     for reason in re.findall(r'reason="([a-z_]+)"', exprs):
         assert reason in {r.value for r in DegradedReason}
+
+
+@pytest.mark.parametrize(
+    ("mode", "active", "expected"),
+    [
+        (EdgeMode.TRIPPED, True, DegradedReason.CABINET_TRIPPED),
+        (EdgeMode.STARTING, True, DegradedReason.CABINET_HOLDING),  # a comm-loss hold: ends by itself
+        (EdgeMode.SCHEDULE, False, None),
+    ],
+)
+def test_a_hold_is_not_reported_as_a_trip(
+    mode: EdgeMode, active: bool, expected: DegradedReason | None
+) -> None:
+    """Only a latched interlock (mode tripped) asks for a reset; a communication-loss hold says it resumes."""
+    telemetry = EdgeTelemetry(
+        "cab-1", 50.0, 0.0, 0.0, 100.0, 100.0, mode, "", None, active, "comm_loss (not latched; ...)", 1.0
+    )
+    snapshot = HealthSnapshot(
+        now=datetime(2026, 11, 24, tzinfo=UTC),
+        upload=None,
+        plan=None,
+        last_run=None,
+        push={},
+        connected={"cab-1": True},
+        connection_errors={},
+        telemetry={"cab-1": telemetry},
+        jobs={},
+        cabinet_ids=("cab-1",),
+    )
+    edge = [f for f in findings(snapshot) if f.cabinet_id == "cab-1"]
+    assert [f.reason for f in edge] == ([expected] if expected else [])
+    if expected is DegradedReason.CABINET_HOLDING:
+        assert "resumes by itself" in edge[0].detail and "reset" not in edge[0].detail

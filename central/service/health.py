@@ -21,7 +21,8 @@ from shared.timeutil import format_utc
 class DegradedReason(StrEnum):
     """Why the service is ``degraded`` (the ``reason`` label of ``ems_central_degraded_reason``)."""
 
-    CABINET_TRIPPED = "cabinet_tripped"  # an edge reports a latched interlock (mode tripped)
+    CABINET_TRIPPED = "cabinet_tripped"  # an edge reports a latched interlock (mode tripped): needs a reset
+    CABINET_HOLDING = "cabinet_holding"  # an edge holds without a setpoint (lost its devices); ends by itself
     EDGE_UNREACHABLE = "edge_unreachable"  # no OPC UA session to an edge
     NO_VALID_PLAN = "no_valid_plan"  # no plan, or the newest one is over: the edges run their fallback
     ACTIVE_UPLOAD_WITHOUT_PLAN = "active_upload_without_plan"  # the edges run an older upload's plan
@@ -120,10 +121,14 @@ def _edge_findings(s: HealthSnapshot) -> list[Finding]:
             out.append(Finding(DegradedReason.EDGE_UNREACHABLE, f"edge {cab} unreachable: {error}", cab))
             continue
         t = s.telemetry.get(cab)
-        if t is not None and (t.mode is EdgeMode.TRIPPED or t.interlock_active):
-            why = t.interlock_reason or "interlock active"
-            detail = f"cabinet {cab} is {t.mode.value}: {why} (`ems reset-interlock {cab}` once it is fixed)"
+        if t is not None and t.mode is EdgeMode.TRIPPED:
+            why = t.interlock_reason or "interlock latched"
+            detail = f"cabinet {cab} is tripped: {why} (`ems reset-interlock {cab}` once it is fixed)"
             out.append(Finding(DegradedReason.CABINET_TRIPPED, detail, cab))
+        elif t is not None and t.interlock_active:
+            why = t.interlock_reason or "communication with its devices lost"
+            detail = f"cabinet {cab} holds without a setpoint: {why} (it resumes by itself)"
+            out.append(Finding(DegradedReason.CABINET_HOLDING, detail, cab))
         if active and plan is not None and cab in plan.plan.cabinets:
             push = s.push.get(cab)
             if push is None or push.plan_id != plan.plan.plan_id:

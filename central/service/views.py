@@ -159,7 +159,8 @@ class JobOut(_Out):
 
 class FindingOut(_Out):
     reason: str = Field(
-        description="cabinet_tripped | edge_unreachable | no_valid_plan | active_upload_without_plan |"
+        description="cabinet_tripped | cabinet_holding | edge_unreachable | no_valid_plan |"
+        " active_upload_without_plan |"
         " plan_with_violations | solve_failed | plan_not_accepted | job_failed"
     )
     cabinet_id: str | None
