@@ -57,10 +57,12 @@ def _handler(args: argparse.Namespace) -> int:
         raise InputError(
             str(args.site), [Problem("cabinets", f"no cabinet {args.cabinet!r} (known: {known})")]
         )
+    # A plan window that reaches this edge's hard SoC limits (an error) starts nothing; warnings are logged.
+    from shared.plausibility import accept_site
+
+    for finding in accept_site(site, strict=False, strict_by="", source=str(args.site)):
+        log.warning("site file: %s: %s", finding.severity.value, finding)
     clock = clock_from_option(args.clock)
-    if not args.verbose:
-        logging.getLogger("pymodbus").setLevel(logging.CRITICAL)  # our own logs say what failed
-        logging.getLogger("asyncua").setLevel(logging.WARNING)
     from edge.timing import run_precise
 
     # The control loop runs in its own thread; let it take the interpreter within 0.5 ms even while the

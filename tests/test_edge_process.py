@@ -272,3 +272,18 @@ async def test_a_stalled_edge_process_resumes_by_itself_but_a_fault_meanwhile_la
                 process.send_signal(signal.SIGCONT)
                 process.terminate()
                 await asyncio.wait_for(process.wait(), 15.0)
+
+
+def test_ems_edge_refuses_a_plan_window_that_reaches_its_hard_soc_limits(tmp_path: Path) -> None:
+    """The plan must never aim where the edge trips: a soc_min_pct at or below [edge] soc_hard_min_pct
+    starts nothing, naming the key."""
+    site_path, _ = _site(tmp_path, "soc_hard_min_pct = 12.0\n")  # the example cabinets plan from 10 %
+    done = subprocess.run(
+        [*EMS, "edge", "--site", str(site_path), "--cabinet", "cab-1", "--state-dir", str(tmp_path / "s")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2, done.stderr
+    assert "cabinets[0].soc_min_pct" in done.stderr and "soc_hard_min_pct" in done.stderr
+    assert not (tmp_path / "s").exists()  # nothing started: no database
