@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from lab.demo.records import CabinetSample, Sample
 from lab.soak import invariants
+from lab.soak.actions import why_starting
 from lab.soak.records import (
     CentralState,
     FaultRun,
@@ -172,7 +173,11 @@ def test_resource_growth() -> None:
         ResourceSample(float(t), "edge-cab-1", 11, 80_000 + 1000 * t, 8, 30, 1) for t in range(0, 300, 10)
     ]
     result = invariants.resource_growth(leaking, [], BOUNDS)
-    assert not result.passed and "RSS" in result.detail
+    assert not result.passed and "edge-cab-1 (pid 11) RSS 107 -> 361 MB" in result.detail
+    # The detail gives every process's RSS at its first and its last sample, over its incarnations.
+    restarted = [ResourceSample(400.0, "central", 14, 204_800, 8, 30, 1)]
+    summary = invariants.resource_growth([*steady, *restarted, *leaking], [], BOUNDS).detail
+    assert "RSS first -> last sample: central 98 -> 200 MB (2 runs), edge-cab-1 78 -> 361 MB" in summary
     fds = [ResourceSample(float(t), "sim", 12, 50_000, 4, 20 + t, 1) for t in range(0, 300, 10)]
     assert "fds" in invariants.resource_growth(fds, [], BOUNDS).detail
     assert not invariants.resource_growth(steady, ["sim (pid 12)"], BOUNDS).passed
@@ -200,3 +205,13 @@ def test_cost_vs_plan() -> None:
     # The same deviation inside a fault window does not count.
     fault = run(FaultKind.KILL_EDGE, "cab-1", start, start + 240 * 60.0)
     assert invariants.cost_vs_plan(timeline(200.0), [fault], central, 60.0, BOUNDS).passed
+
+
+def test_a_comm_loss_hold_excuses_a_late_safe_state_only_while_the_device_is_unreadable() -> None:
+    holding = "comm_loss (not latched; holding until valid data): no valid data for 305 ms (limit 300 ms): "
+    recovering = "comm_loss (not latched; data valid again, resumes after 0.5 s of valid data): "
+    assert why_starting(False, "") == "edge starting"  # before the loop's first valid data
+    assert why_starting(True, holding + "device: no answer") == "edge holding: device data missing"
+    # The edge reads its device during a meter hold or once data is valid again: it must trip in time.
+    assert why_starting(True, holding + "meter: no answer") == ""
+    assert why_starting(True, recovering + "device: no answer") == ""

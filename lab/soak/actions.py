@@ -101,14 +101,28 @@ def edge_cannot_act(live: Live, cabinet_id: str) -> str:
     telemetry = live.observer.telemetry(cabinet_id)
     if telemetry is None:
         return "edge not answering"
-    if telemetry.mode.value == "starting" or live.restarted_within(f"edge-{cabinet_id}", EDGE_START_WALL_S):
+    if live.restarted_within(f"edge-{cabinet_id}", EDGE_START_WALL_S):
         return "edge starting"
+    if telemetry.mode.value == "starting":
+        return why_starting(telemetry.interlock_active, telemetry.interlock_reason)
     for other in live.active_faults():
         kind, target = other.spec.kind, other.spec.target
         if kind in DEVICE_COMM_FAULTS and target == cabinet_id:
             return "device not communicating"
         if kind in LINK_FAULTS and target == f"modbus:{cabinet_id}":
             return "Modbus link to the device faulted"
+    return ""
+
+
+def why_starting(interlock_active: bool, reason: str) -> str:
+    """Why an edge in mode ``starting`` could not act ("" when it could). A communication-loss hold is
+    ``starting`` too, but the edge still reads its device and trips on a device fault unless the device
+    itself is what it cannot read: a hold on the meter only, or one whose data is valid again (recovering),
+    excuses nothing."""
+    if not (interlock_active and reason.startswith("comm_loss")):
+        return "edge starting"
+    if "holding until valid data" in reason and "device:" in reason:
+        return "edge holding: device data missing"
     return ""
 
 

@@ -49,6 +49,24 @@ def resource_growth(
         f"{100 * bounds.rss_growth_rel:g} %), threads +{bounds.threads_growth}, fds +{bounds.fds_growth} "
         f"after a {bounds.warmup_wall_s:g} s warm-up"
     )
+    if resources:
+        detail += "; RSS first -> last sample: " + rss_first_last(resources)
     if problems:
         detail += "; " + listed(problems)
     return InvariantResult(RESOURCE_GROWTH, not problems, detail)
+
+
+def rss_first_last(resources: Sequence[ResourceSample]) -> str:
+    """Per process (all its incarnations): RSS at its first sample and at its last, and how many ran."""
+    first: dict[str, ResourceSample] = {}
+    last: dict[str, ResourceSample] = {}
+    pids: dict[str, set[int]] = {}
+    for sample in sorted(resources, key=lambda s: s.wall_s):
+        first.setdefault(sample.process, sample)
+        last[sample.process] = sample
+        pids.setdefault(sample.process, set()).add(sample.pid)
+    return ", ".join(
+        f"{name} {first[name].rss_kb / 1024:.0f} -> {last[name].rss_kb / 1024:.0f} MB"
+        + (f" ({len(pids[name])} runs)" if len(pids[name]) > 1 else "")
+        for name in first
+    )
