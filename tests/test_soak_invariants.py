@@ -120,10 +120,27 @@ def test_no_stale_schedule() -> None:
     assert not result.passed and "ended" in result.detail
     unknown = invariants.no_stale_schedule(samples([1.0], schedule_id="x/cab-1"), central, [], BOUNDS)
     assert not unknown.passed and "unknown" in unknown.detail
-    # Fallback and tripped samples are not "running a schedule".
+    # Tripped samples are not "running a schedule".
     assert invariants.no_stale_schedule(
         samples([1.0] * 30, mode="tripped"), central_with(short), [], BOUNDS
     ).passed
+    # The fallback while an accepted plan covers the moment: the edge forgot a valid schedule.
+    forgot = [
+        Sample(
+            T0 + 60.0 * i,
+            100.0,
+            {"cab-1": cab(mode="fallback" if i > 20 else "schedule", schedule_id="p2/cab-1")},
+        )
+        for i in range(40)
+    ]
+    result = invariants.no_stale_schedule(forgot, central, [], BOUNDS)
+    assert not result.passed and "runs its fallback; accepted p2 covers it" in result.detail
+    # ... but not before the plan was accepted (+ the grace), nor after the last plan ended.
+    before = [Sample(T0 + 60.0 * i, 100.0, {"cab-1": cab(mode="fallback")}) for i in range(2)]
+    assert invariants.no_stale_schedule(before, central, [], BOUNDS).passed
+    ended = central_with(short, pushes=(PushInfo("p1", "cab-1", "accepted", T0),))
+    after_end = [Sample(T0 + 1200.0 + 60.0 * i, 100.0, {"cab-1": cab(mode="fallback")}) for i in range(10)]
+    assert invariants.no_stale_schedule(after_end, ended, [], BOUNDS).passed
 
 
 def test_latest_plan_after_heal() -> None:

@@ -183,7 +183,8 @@ class _Accepted:
 def no_stale_schedule(
     samples: Sequence[Sample], central: CentralState, holds: Sequence[PlanInfo], bounds: Bounds
 ) -> InvariantResult:
-    """No edge in schedule mode runs an ended schedule, or one replaced by a newer accepted plan."""
+    """No edge in schedule mode runs an ended schedule, or one replaced by a newer accepted plan; no edge
+    runs its fallback while a plan it accepted covers the moment (it forgot a valid schedule)."""
     plans = {p.plan_id: p for p in (*holds, *central.plans)}
     cabinet_ids = sorted({c for s in samples for c in s.cabinets})
     accepted = {c: _Accepted(central.pushes, plans, c) for c in cabinet_ids}
@@ -193,6 +194,16 @@ def no_stale_schedule(
     for sample in samples:
         t = sample.at_s
         for cabinet_id, cabinet in sample.cabinets.items():
+            if cabinet.mode == "fallback":
+                checked += 1
+                tracker = accepted[cabinet_id]
+                tracker.advance(t - grace)
+                held = tracker.newest_covering(t, t - grace)
+                if held is not None and t < held.end_s - grace:
+                    violations.append(
+                        (t, f"{cabinet_id} at {t:.0f} runs its fallback; accepted {held.plan_id} covers it")
+                    )
+                continue
             if cabinet.mode != "schedule" or not cabinet.schedule_id:
                 continue
             checked += 1
@@ -212,7 +223,7 @@ def no_stale_schedule(
                 violations.append(
                     (t, f"{cabinet_id} at {t:.0f} runs {cabinet.schedule_id}, superseded by {newest.plan_id}")
                 )
-    detail = f"{checked} cabinet samples in schedule mode checked (grace {grace:.0f} s)"
+    detail = f"{checked} cabinet samples in schedule or fallback mode checked (grace {grace:.0f} s)"
     if violations:
         detail += f"; {len(violations)} stale: " + listed([v for _, v in violations])
     return InvariantResult(
