@@ -67,7 +67,7 @@ class ScheduleKeeper:
             except Exception as exc:  # sqlite, a full disk, a stopped store, a timeout: not accepted
                 return Decision(False, f"cannot store the schedule locally: {exc or type(exc).__name__}")
             with self._lock:
-                self._schedules.add(schedule, now, sequence)  # drops the same ones (one submission at a time)
+                self._schedules.add(schedule, now, sequence, dropped=dropped)  # as the database did
             self._record(EventKind.SCHEDULE, f"accepted {schedule.describe()}", schedule.schedule_id)
             return Decision(True, f"accepted {schedule.describe()}")
 

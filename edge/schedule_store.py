@@ -63,16 +63,19 @@ class ScheduleStore:
         accepted_at: datetime,
         sequence: int | None = None,
         now: datetime | None = None,
+        dropped: Sequence[str] | None = None,
     ) -> list[str]:
         """Keep an accepted schedule (checked with :meth:`problem` first); return the ids of the ones
-        dropped to stay within :data:`MAX_KEPT_SCHEDULES` at ``now`` (default ``accepted_at``), the same as
-        :meth:`dropped_by` said before."""
+        dropped to stay within :data:`MAX_KEPT_SCHEDULES` at ``now`` (default ``accepted_at``), or exactly
+        ``dropped`` when given (what :meth:`dropped_by` said and the database already dropped)."""
         seq = self._next_sequence if sequence is None else sequence
         self._next_sequence = max(self._next_sequence, seq + 1)
         self._stored = _with(self._stored, StoredSchedule(schedule, accepted_at, seq))
-        dropped = over_cap(self._stored, now or accepted_at)
-        self._stored = [s for s in self._stored if s.schedule.schedule_id not in dropped]
-        return dropped
+        if dropped is None:
+            dropped = over_cap(self._stored, now if now is not None else accepted_at)
+        gone = set(dropped)
+        self._stored = [s for s in self._stored if s.schedule.schedule_id not in gone]
+        return list(dropped)
 
     def dropped_by(self, schedule: CabinetSchedule, sequence: int, now: datetime) -> list[str]:
         """The ids :meth:`add` would drop for ``schedule`` at ``now`` (the database drops them first)."""
