@@ -95,6 +95,9 @@ def test_device_fault_safe_state() -> None:
     not_injected = run(FaultKind.ALARM_BIT, "cab-1", T0, T0 + 600, failed="simulator refused set")
     result = invariants.device_fault_safe_state([fast, not_injected], BOUNDS)
     assert not result.passed and "NOT INJECTED" in result.detail
+    # A fault whose probe still runs (a live check meanwhile) has no reaction yet: not judged until done.
+    probing = run(FaultKind.ALARM_BIT, "cab-2", T0, None, probing=True)
+    assert invariants.device_fault_safe_state([fast, probing], BOUNDS).passed
 
 
 def central_with(*plans: PlanInfo, pushes: tuple[PushInfo, ...] = ()) -> CentralState:

@@ -136,9 +136,13 @@ async def _battery_fault(live: Live, run: FaultRun) -> None:
         run.note(f"simulator: {spec.kind.value} on {spec.target} ({spec.value}); not timed: edge down")
         return
     before = edge_cannot_act(live, spec.target)
-    reaction = await inject_fault_and_probe(
-        live.sim, live.clock, spec.target, spec.kind.value, spec.value, live.site.edge.cycle_ms
-    )
+    run.probing = True
+    try:
+        reaction = await inject_fault_and_probe(
+            live.sim, live.clock, spec.target, spec.kind.value, spec.value, live.site.edge.cycle_ms
+        )
+    finally:
+        run.probing = False
     run.reaction_ms = reaction.reaction_ms
     run.reaction_at_device = reaction.at_device
     shown = "never" if reaction.reaction_ms is None else f"{reaction.reaction_ms:.0f} ms"

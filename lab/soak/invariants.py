@@ -110,7 +110,7 @@ def _allowed_ms(fault: FaultRun, bounds: Bounds) -> float:
 
 def device_fault_safe_state(faults: Sequence[FaultRun], bounds: Bounds) -> InvariantResult:
     """Every battery fault the edge could act on reaches 0 W + DISCONNECT at the device within the bound."""
-    battery = [f for f in faults if f.spec.kind in BATTERY_FAULTS]
+    battery = [f for f in faults if f.spec.kind in BATTERY_FAULTS and not f.probing]
     failed = [f for f in battery if f.failed]
     judged = [f for f in battery if not f.exempt and not f.failed]
     late = [f for f in judged if f.reaction_ms is None or f.reaction_ms > _allowed_ms(f, bounds)]
