@@ -163,6 +163,16 @@ def test_latest_plan_after_heal() -> None:
     down = [ProcessSpan("central", T0 - 100, T0 + 1000), ProcessSpan("edge-cab-1", T0 - 100, None)]
     exempt = invariants.latest_plan_after_heal([partition], stuck, central, down, BOUNDS)
     assert exempt.passed and "central down" in exempt.detail
+    # The campaign ended before the bound ran out: not converged yet is not late yet.
+    short = stuck[:30]  # until T0 + 1740, the bound runs until T0 + 2100
+    cut = invariants.latest_plan_after_heal([partition], short, central, spans, BOUNDS)
+    assert cut.passed and "1 x campaign ended within the bound" in cut.detail
+    # ... but a convergence seen in that time is judged.
+    converged = [*stuck[:25], *after[25:30]]
+    assert (
+        "1 heal(s) judged"
+        in invariants.latest_plan_after_heal([partition], converged, central, spans, BOUNDS).detail
+    )
 
 
 def test_uploads_planned() -> None:

@@ -315,6 +315,7 @@ def latest_plan_after_heal(
         and f.ended_at_s is not None
     ]
     plans_by_id = {p.plan_id: p for p in central.plans}
+    observed_until_s = samples[-1].at_s if samples else 0.0
     judged = 0
     exempt: dict[str, int] = {}
     violations: list[tuple[float, str]] = []
@@ -341,8 +342,12 @@ def latest_plan_after_heal(
         if why or latest is None:
             exempt[why] = exempt.get(why, 0) + 1
             continue
-        judged += 1
         delay_s = _convergence_delay(cabinet_id, latest, healed_s, samples, central, plans_by_id)
+        if delay_s is None and observed_until_s < window[1]:
+            why = "campaign ended within the bound"  # not converged yet, but the bound has not run out
+            exempt[why] = exempt.get(why, 0) + 1
+            continue
+        judged += 1
         if delay_s is not None:
             delays.append(delay_s)
         if delay_s is None or delay_s > bounds.heal_bound_s:
