@@ -210,6 +210,13 @@ def test_resource_growth() -> None:
     assert "RSS first -> last sample: central 98 -> 200 MB (2 runs), edge-cab-1 78 -> 361 MB" in summary
     fds = [ResourceSample(float(t), "sim", 12, 50_000, 4, 20 + t, 1) for t in range(0, 300, 10)]
     assert "fds" in invariants.resource_growth(fds, [], BOUNDS).detail
+    # The campaign's own process (the proxies' connections during a blackhole): judged at its last sample.
+    peak = [
+        ResourceSample(float(t), "soak", 15, 50_000, 4, 72 if t == 150 else 40, 1) for t in range(0, 300, 10)
+    ]
+    assert invariants.resource_growth(peak, [], BOUNDS).passed
+    leak = [ResourceSample(float(t), "soak", 15, 50_000, 4, 40 + t // 5, 1) for t in range(0, 300, 10)]
+    assert "soak (pid 15) fds" in invariants.resource_growth(leak, [], BOUNDS).detail
     assert not invariants.resource_growth(steady, ["sim (pid 12)"], BOUNDS).passed
     short = [ResourceSample(float(t), "edge-cab-2", 13, 10_000 * (t + 1), 4, 20, 1) for t in range(0, 50, 10)]
     assert invariants.resource_growth(short, [], BOUNDS).passed  # too short to judge

@@ -33,6 +33,7 @@ from lab.soak import actions, invariants
 from lab.soak.links import ProxyThread
 from lab.soak.monitor import read_central_state, sample_resources
 from lab.soak.records import FaultRun, OperatorReset, PlanInfo, ProcessSpan, SoakRecord
+from lab.soak.resource_check import CAMPAIGN_PROCESS
 from lab.soak.schedule import BATTERY_FAULTS, CampaignSchedule, FaultKind, FaultSpec
 from lab.soak.sites import SiteViews
 from shared.clock import SimulatedClock
@@ -403,7 +404,7 @@ class Live:
 
     def pids(self) -> dict[str, int]:
         pids = {name: child.pid for name, child in self.supervisor.children.items() if child.running()}
-        pids["soak"] = os.getpid()
+        pids[CAMPAIGN_PROCESS] = os.getpid()
         return pids
 
     async def _sample_resources(self, wall_s: float) -> None:
