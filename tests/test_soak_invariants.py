@@ -244,11 +244,12 @@ def test_cost_vs_plan() -> None:
     assert invariants.cost_vs_plan(timeline(200.0), [fault], central, 60.0, BOUNDS).passed
 
 
-def test_a_comm_loss_hold_excuses_a_late_safe_state_only_while_the_device_is_unreadable() -> None:
+def test_a_comm_loss_hold_excuses_a_late_safe_state_only_while_data_is_missing() -> None:
     holding = "comm_loss (not latched; holding until valid data): no valid data for 305 ms (limit 300 ms): "
     recovering = "comm_loss (not latched; data valid again, resumes after 0.5 s of valid data): "
     assert why_starting(False, "") == "edge starting"  # before the loop's first valid data
-    assert why_starting(True, holding + "device: no answer") == "edge holding: device data missing"
-    # The edge reads its device during a meter hold or once data is valid again: it must trip in time.
-    assert why_starting(True, holding + "meter: no answer") == ""
+    assert why_starting(True, holding + "device: no answer") == "edge holding: no valid data"
+    # The episode's reason names its first problem only: the device link may fail now too.
+    assert why_starting(True, holding + "meter: no answer") == "edge holding: no valid data"
+    # Once data is valid again the edge reads its device and must trip in time.
     assert why_starting(True, recovering + "device: no answer") == ""

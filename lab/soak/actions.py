@@ -116,13 +116,14 @@ def edge_cannot_act(live: Live, cabinet_id: str) -> str:
 
 def why_starting(interlock_active: bool, reason: str) -> str:
     """Why an edge in mode ``starting`` could not act ("" when it could). A communication-loss hold is
-    ``starting`` too, but the edge still reads its device and trips on a device fault unless the device
-    itself is what it cannot read: a hold on the meter only, or one whose data is valid again (recovering),
-    excuses nothing."""
+    ``starting`` too: while it holds (no valid data) it is excused whatever link its episode began with,
+    since the reason names the first problem, not which links fail now (a meter hold under a loaded
+    machine saw the device link drop too); once data is valid again (recovering) the edge reads its
+    device and trips, and nothing is excused."""
     if not (interlock_active and reason.startswith("comm_loss")):
         return "edge starting"
-    if "holding until valid data" in reason and "device:" in reason:
-        return "edge holding: device data missing"
+    if "holding until valid data" in reason:
+        return "edge holding: no valid data"
     return ""
 
 
