@@ -16,7 +16,8 @@ thread: the state they share with the loop is guarded by one lock that is never 
 device connection's own state lives in :class:`edge.device_session.DeviceSession` (the loop's thread only),
 and every SQLite write is queued to :class:`edge.store_worker.StoreWorker`, never done in a cycle.
 
-Safe state without the edge: at every (re)connection the device is configured to revert to 0 W by itself
+Safe state without the edge: every (re)connection starts with ``WSet`` = 0 W (so a reverted setpoint of an
+earlier connection cannot come back), and the device is configured to revert to 0 W by itself
 when ``WSet`` is not refreshed for ``revert_timeout_s``; the heartbeat lets its watchdog stop it when this
 process dies.
 """

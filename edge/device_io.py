@@ -296,13 +296,18 @@ class CabinetDevice:
         return decode_cabinet(image, models)  # DeviceDataError: answered, but not trustworthy
 
     async def configure(self, revert_timeout_s: float, wset_sf: int) -> None:
-        """Enable WATTS setpoints and the device-side revert to 0 W after ``revert_timeout_s``.
+        """Start a connection safely: WSet = 0 W, then WATTS setpoints and the device-side revert to 0 W
+        after ``revert_timeout_s``.
 
-        Written once per connection, before any setpoint: WSetEna/WSetMod, WSetRvrt = 0 W,
-        WSetEnaRvrt = ENABLED (hold 0 W after a revert), WSetRvrtTms (whole seconds, at least 1).
-        WSet itself is not touched here: the first setpoint the loop writes is already the right one.
+        Written once per connection, before any setpoint: WSet = 0 W first, then WSetEna/WSetMod,
+        WSetRvrt = 0 W, WSetEnaRvrt = ENABLED (hold 0 W after a revert), WSetRvrtTms (whole seconds, at
+        least 1). WSet goes first because writing WSetRvrtTms ends a revert: a device that reverted after
+        the previous connection was lost still holds that connection's last WSet, and would run it again
+        until the loop's first setpoint lands (or, when the link fails again before that, until the next
+        revert timeout) if WSet were not zeroed before.
         """
         ctl = self._layout().controls
+        await self.link.write_point(ctl.point("WSet"), unscale(0.0, wset_sf))
         await self.link.write(
             ctl.point("WSetEna").address,
             encode_value(ctl.point("WSetEna"), symbol_value(704, "WSetEna", "ENABLED"))

@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
 
 from edge.interlocks import Condition, Finding, Trip
-from edge.schedule_store import MAX_KEPT_SCHEDULES
 from shared.schedule import CabinetSchedule
 from shared.timeutil import format_utc, parse_utc
 
@@ -127,10 +127,10 @@ class EdgeDatabase:
     # --------------------------------------------------------------------------------- schedules
 
     def save_schedule(
-        self, schedule: CabinetSchedule, accepted_at: datetime, sequence: int, keep: int = MAX_KEPT_SCHEDULES
-    ) -> list[str]:
-        """Store an accepted schedule and keep only the newest ``keep`` (by acceptance order), in one
-        transaction, the same cap as :class:`edge.schedule_store.ScheduleStore`; return the ids dropped."""
+        self, schedule: CabinetSchedule, accepted_at: datetime, sequence: int, dropped: Sequence[str] = ()
+    ) -> None:
+        """Store an accepted schedule and delete the ``dropped`` ones in one transaction (the cap of
+        :class:`edge.schedule_store.ScheduleStore`, which decides which ones it forgets)."""
         with self._transaction():
             self._db.execute(
                 "INSERT OR REPLACE INTO schedules"
@@ -146,20 +146,7 @@ class EdgeDatabase:
                     format_utc(schedule.end),
                 ),
             )
-            return self._drop_all_but_newest(keep)
-
-    def prune_schedules(self, keep: int = MAX_KEPT_SCHEDULES) -> list[str]:
-        """Keep only the newest ``keep`` schedules (a database written before the cap was applied)."""
-        with self._transaction():
-            return self._drop_all_but_newest(keep)
-
-    def _drop_all_but_newest(self, keep: int) -> list[str]:
-        rows = self._db.execute(
-            "SELECT schedule_id FROM schedules ORDER BY sequence DESC LIMIT -1 OFFSET ?", (keep,)
-        ).fetchall()
-        dropped = [str(schedule_id) for (schedule_id,) in rows]
-        self._db.executemany("DELETE FROM schedules WHERE schedule_id = ?", [(i,) for i in dropped])
-        return dropped
+            self._db.executemany("DELETE FROM schedules WHERE schedule_id = ?", [(i,) for i in dropped])
 
     def delete_schedules(self, schedule_ids: list[str]) -> None:
         with self._transaction():
@@ -182,9 +169,7 @@ class EdgeDatabase:
         return loaded
 
     def load_state(self) -> RestoredState:
-        """The kept schedules (cut to the cap, for a database of a version that capped only in memory)
-        and the latched interlocks."""
-        self.prune_schedules()
+        """The stored schedules (the keeper cuts them to the cap) and the latched interlocks."""
         return RestoredState(self.load_schedules(), self.load_latch())
 
     # --------------------------------------------------------------------------------- latch

@@ -47,6 +47,11 @@ class ScheduleKeeper:
                     problem = f"malformed schedule: {exc}"
                 known = problem is None and self._schedules.is_known(schedule)
                 sequence = self._schedules.next_sequence
+                dropped = (
+                    []
+                    if problem is not None or known
+                    else self._schedules.dropped_by(schedule, sequence, now)
+                )
             if problem is not None:
                 sid = str(getattr(schedule, "schedule_id", "?"))
                 self._record(EventKind.SCHEDULE_REFUSED, f"schedule {sid!r} refused: {problem}", sid)
@@ -55,30 +60,34 @@ class ScheduleKeeper:
                 return Decision(True, f"schedule {schedule.schedule_id} was already accepted")
             try:
                 self._store.call(
-                    lambda db: db.save_schedule(schedule, now, sequence), "schedule", SCHEDULE_STORE_TIMEOUT_S
+                    lambda db: db.save_schedule(schedule, now, sequence, dropped),
+                    "schedule",
+                    SCHEDULE_STORE_TIMEOUT_S,
                 )
             except Exception as exc:  # sqlite, a full disk, a stopped store, a timeout: not accepted
                 return Decision(False, f"cannot store the schedule locally: {exc or type(exc).__name__}")
             with self._lock:
-                self._schedules.add(schedule, now, sequence)  # the database dropped the same oldest ones
+                self._schedules.add(schedule, now, sequence, dropped=dropped)  # as the database did
             self._record(EventKind.SCHEDULE, f"accepted {schedule.describe()}", schedule.schedule_id)
             return Decision(True, f"accepted {schedule.describe()}")
 
     def restore(self, persisted: list[PersistedSchedule], now: datetime) -> None:
-        """Keep the stored schedules that have not ended; forget the others (also in the database)."""
+        """Keep the stored schedules that have not ended, within the cap; forget the others (also in the
+        database: one written by a version whose cap forgot by age only may hold more)."""
         kept = [item for item in persisted if item.schedule.end > now]
         ended = [item.schedule.schedule_id for item in persisted if item.schedule.end <= now]
         with self._lock:
             for item in kept:
-                self._schedules.add(item.schedule, item.accepted_at, item.sequence)
+                ended += self._schedules.add(item.schedule, item.accepted_at, item.sequence, now)
             active = self._schedules.active(now)
+            kept_count = len(self._schedules.stored)
         if ended:
             self._store.post(lambda db: db.delete_schedules(ended), "ended schedules")
         if kept:
             what = f"active now: {active.describe()}" if active is not None else "none covers the present"
             self._record(
                 EventKind.SCHEDULE_RESTORED,
-                f"restored {len(kept)} schedule(s); {what}",
+                f"restored {kept_count} schedule(s); {what}",
                 active.schedule_id if active is not None else "",
             )
 

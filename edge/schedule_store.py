@@ -4,10 +4,16 @@ Rule: at time ``t`` the most recently accepted schedule that covers ``t`` decide
 interval containing ``t``). A newer schedule therefore replaces an older one from its own start on, and an
 older one still covers the times the newer one does not. Setpoints change exactly at interval boundaries:
 the value is looked up from the clock every cycle, never cached across cycles.
+
+At most :data:`MAX_KEPT_SCHEDULES` are kept. Over the cap the store forgets, oldest first, a schedule that
+decides no moment from now on (newer ones cover all of its remaining time), and only when every kept
+schedule still decides some moment, the oldest one that does not decide now: the running schedule is never
+forgotten for a newer one that starts later (a plan for tomorrow arriving while today's runs).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -51,18 +57,29 @@ class ScheduleStore:
     def is_known(self, schedule: CabinetSchedule) -> bool:
         return any(stored.schedule == schedule for stored in self._stored)
 
-    def add(self, schedule: CabinetSchedule, accepted_at: datetime, sequence: int | None = None) -> list[str]:
-        """Keep an accepted schedule (checked with :meth:`problem` first); return the ids of the oldest
-        ones dropped to stay within :data:`MAX_KEPT_SCHEDULES` (the database applies the same cap)."""
+    def add(
+        self,
+        schedule: CabinetSchedule,
+        accepted_at: datetime,
+        sequence: int | None = None,
+        now: datetime | None = None,
+        dropped: Sequence[str] | None = None,
+    ) -> list[str]:
+        """Keep an accepted schedule (checked with :meth:`problem` first); return the ids of the ones
+        dropped to stay within :data:`MAX_KEPT_SCHEDULES` at ``now`` (default ``accepted_at``), or exactly
+        ``dropped`` when given (what :meth:`dropped_by` said and the database already dropped)."""
         seq = self._next_sequence if sequence is None else sequence
         self._next_sequence = max(self._next_sequence, seq + 1)
-        self._stored = [s for s in self._stored if s.schedule.schedule_id != schedule.schedule_id]
-        self._stored.append(StoredSchedule(schedule, accepted_at, seq))
-        self._stored.sort(key=lambda s: s.sequence)
-        dropped: list[str] = []
-        while len(self._stored) > MAX_KEPT_SCHEDULES:
-            dropped.append(self._stored.pop(0).schedule.schedule_id)
-        return dropped
+        self._stored = _with(self._stored, StoredSchedule(schedule, accepted_at, seq))
+        if dropped is None:
+            dropped = over_cap(self._stored, now if now is not None else accepted_at)
+        gone = set(dropped)
+        self._stored = [s for s in self._stored if s.schedule.schedule_id not in gone]
+        return list(dropped)
+
+    def dropped_by(self, schedule: CabinetSchedule, sequence: int, now: datetime) -> list[str]:
+        """The ids :meth:`add` would drop for ``schedule`` at ``now`` (the database drops them first)."""
+        return over_cap(_with(self._stored, StoredSchedule(schedule, now, sequence)), now)
 
     def active(self, now: datetime) -> CabinetSchedule | None:
         """The schedule that decides at ``now``, or None (then the fallback mode runs)."""
@@ -96,3 +113,39 @@ class ScheduleStore:
     @property
     def next_sequence(self) -> int:
         return self._next_sequence
+
+
+def _with(stored: list[StoredSchedule], item: StoredSchedule) -> list[StoredSchedule]:
+    kept = [s for s in stored if s.schedule.schedule_id != item.schedule.schedule_id]
+    return sorted([*kept, item], key=lambda s: s.sequence)
+
+
+def _decides_from(item: StoredSchedule, newer: Sequence[StoredSchedule], now: datetime) -> bool:
+    """Whether ``item`` decides some moment at or after ``now``: part of its time no newer one covers."""
+    gaps = [(max(item.schedule.start, now), item.schedule.end)]
+    for other in newer:
+        start, end = other.schedule.start, other.schedule.end
+        gaps = [
+            piece
+            for lo, hi in gaps
+            for piece in ((lo, min(hi, start)), (max(lo, end), hi))
+            if piece[0] < piece[1]
+        ]
+    return bool(gaps)
+
+
+def over_cap(stored: Sequence[StoredSchedule], now: datetime, cap: int = MAX_KEPT_SCHEDULES) -> list[str]:
+    """Ids to forget so that ``cap`` schedules (in acceptance order) remain, least needed first: those that
+    decide no moment from ``now`` on, oldest first; then the oldest that do not decide ``now``."""
+    kept = sorted(stored, key=lambda s: s.sequence)
+    dropped: list[str] = []
+    while len(kept) > cap:
+        idle = [s for k, s in enumerate(kept) if not _decides_from(s, kept[k + 1 :], now)]
+        if idle:
+            victim = idle[0]
+        else:
+            deciding_now = next((s for s in reversed(kept) if s.schedule.index_at(now) is not None), None)
+            victim = next(s for s in kept if s is not deciding_now)
+        kept.remove(victim)
+        dropped.append(victim.schedule.schedule_id)
+    return dropped

@@ -196,7 +196,11 @@ async def _hold(r: Rig, source: str) -> float:
 
 
 def _wset_writes_after(r: Rig, after_s: float) -> list[float]:
-    return [w.loop_s for w in r.recorders["cab-1"].writes if "WSet" in w.points and w.loop_s > after_s]
+    """Setpoints written after ``after_s``: not the 0 W that starts every new connection (a reconnection
+    during the hold writes it, so that a setpoint the device reverted cannot come back)."""
+    return [
+        w.loop_s for w in r.recorders["cab-1"].writes if w.points.get("WSet", 0) != 0 and w.loop_s > after_s
+    ]
 
 
 async def _events(r: Rig, kind: EventKind, count: int) -> list[str]:

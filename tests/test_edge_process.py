@@ -100,8 +100,9 @@ async def test_restart_after_kill_9_restores_the_schedule_before_the_first_setpo
         restarted = [w.points["WSet"] for w in recorder.writes[killed_at:] if "WSet" in w.points]
         sf = cabinet.image.scale_factor(704, "WSet")
         values_kw = [raw * 10.0**sf / 1000.0 for raw in restarted]
-        # Ramping from 0 W towards the schedule's 35 kW; the fallback (self-consumption, 50 kW) never ran.
-        assert values_kw[0] > 0.0 and max(values_kw[:-1]) <= 35.0
+        # The new connection starts at 0 W (the reverted 35 kW must not come back before the loop decides),
+        # then ramps from 0 W towards the schedule's 35 kW; the fallback (self-consumption, 50 kW) never ran.
+        assert values_kw[0] == 0.0 and values_kw[1] > 0.0 and max(values_kw[:-1]) <= 35.0
         events = read_events(state_dir / "cab-1.sqlite3")
         restored = [i for i, e in enumerate(events) if e.kind is EventKind.SCHEDULE_RESTORED]
         first_writes = [i for i, e in enumerate(events) if e.kind is EventKind.SETPOINT]

@@ -36,9 +36,17 @@ def test_two_hour_campaign_end_to_end(tmp_path: Path) -> None:
     schedule = CampaignSchedule(5, 2 / 24, ("cab-1", "cab-2", "cab-3"), FAULTS)
     replay = tmp_path / "replay.json"
     replay.write_text(schedule.to_json({"speed": 360.0}), encoding="utf-8")
+    # The example site with HTTPS for the central's API: the campaign talks to it over TLS, verified
+    # against the PKI `ems certs` makes for the campaign.
+    site = tmp_path / "site.toml"
+    example = (REPO / "examples" / "site.toml").read_text(encoding="utf-8")
+    site.write_text(
+        example.replace("# tls_cert_file", "tls_cert_file").replace("# tls_key_file", "tls_key_file")
+    )
     out = tmp_path / "out"
+    args = ["soak", "--replay-from", str(replay), "--out", str(out), "--json", "--site", str(site)]
     result = subprocess.run(
-        [sys.executable, "-m", "ems", "soak", "--replay-from", str(replay), "--out", str(out), "--json"],
+        [sys.executable, "-m", "ems", *args],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -58,7 +66,8 @@ def test_two_hour_campaign_end_to_end(tmp_path: Path) -> None:
     assert battery["reaction_ms"] is not None or battery["not_timed_because"], battery
     assert any("killed with SIGKILL" in a for a in by_kind["kill_central"]["actions"])
     assert any("integrity" in a and a.endswith("ok") for a in by_kind["kill_edge"]["actions"])
-    assert any(u["http_status"] == 201 for u in summary["uploads"])
+    assert any(u["http_status"] == 201 for u in summary["uploads"])  # over HTTPS
+    assert "tls_cert_file" in (out / "site-central.toml").read_text(encoding="utf-8")
     assert summary["kills"] == 2 and summary["crashes"] == []
     assert all(v["end"] is not None for v in summary["resources"].values())
 

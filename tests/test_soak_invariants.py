@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from lab.demo.records import CabinetSample, Sample
 from lab.soak import invariants
+from lab.soak.actions import why_starting
 from lab.soak.records import (
     CentralState,
     FaultRun,
@@ -94,6 +95,9 @@ def test_device_fault_safe_state() -> None:
     not_injected = run(FaultKind.ALARM_BIT, "cab-1", T0, T0 + 600, failed="simulator refused set")
     result = invariants.device_fault_safe_state([fast, not_injected], BOUNDS)
     assert not result.passed and "NOT INJECTED" in result.detail
+    # A fault whose probe still runs (a live check meanwhile) has no reaction yet: not judged until done.
+    probing = run(FaultKind.ALARM_BIT, "cab-2", T0, None, probing=True)
+    assert invariants.device_fault_safe_state([fast, probing], BOUNDS).passed
 
 
 def central_with(*plans: PlanInfo, pushes: tuple[PushInfo, ...] = ()) -> CentralState:
@@ -119,10 +123,27 @@ def test_no_stale_schedule() -> None:
     assert not result.passed and "ended" in result.detail
     unknown = invariants.no_stale_schedule(samples([1.0], schedule_id="x/cab-1"), central, [], BOUNDS)
     assert not unknown.passed and "unknown" in unknown.detail
-    # Fallback and tripped samples are not "running a schedule".
+    # Tripped samples are not "running a schedule".
     assert invariants.no_stale_schedule(
         samples([1.0] * 30, mode="tripped"), central_with(short), [], BOUNDS
     ).passed
+    # The fallback while an accepted plan covers the moment: the edge forgot a valid schedule.
+    forgot = [
+        Sample(
+            T0 + 60.0 * i,
+            100.0,
+            {"cab-1": cab(mode="fallback" if i > 20 else "schedule", schedule_id="p2/cab-1")},
+        )
+        for i in range(40)
+    ]
+    result = invariants.no_stale_schedule(forgot, central, [], BOUNDS)
+    assert not result.passed and "runs its fallback; accepted p2 covers it" in result.detail
+    # ... but not before the plan was accepted (+ the grace), nor after the last plan ended.
+    before = [Sample(T0 + 60.0 * i, 100.0, {"cab-1": cab(mode="fallback")}) for i in range(2)]
+    assert invariants.no_stale_schedule(before, central, [], BOUNDS).passed
+    ended = central_with(short, pushes=(PushInfo("p1", "cab-1", "accepted", T0),))
+    after_end = [Sample(T0 + 1200.0 + 60.0 * i, 100.0, {"cab-1": cab(mode="fallback")}) for i in range(10)]
+    assert invariants.no_stale_schedule(after_end, ended, [], BOUNDS).passed
 
 
 def test_latest_plan_after_heal() -> None:
@@ -142,6 +163,16 @@ def test_latest_plan_after_heal() -> None:
     down = [ProcessSpan("central", T0 - 100, T0 + 1000), ProcessSpan("edge-cab-1", T0 - 100, None)]
     exempt = invariants.latest_plan_after_heal([partition], stuck, central, down, BOUNDS)
     assert exempt.passed and "central down" in exempt.detail
+    # The campaign ended before the bound ran out: not converged yet is not late yet.
+    short = stuck[:30]  # until T0 + 1740, the bound runs until T0 + 2100
+    cut = invariants.latest_plan_after_heal([partition], short, central, spans, BOUNDS)
+    assert cut.passed and "1 x campaign ended within the bound" in cut.detail
+    # ... but a convergence seen in that time is judged.
+    converged = [*stuck[:25], *after[25:30]]
+    assert (
+        "1 heal(s) judged"
+        in invariants.latest_plan_after_heal([partition], converged, central, spans, BOUNDS).detail
+    )
 
 
 def test_uploads_planned() -> None:
@@ -172,9 +203,20 @@ def test_resource_growth() -> None:
         ResourceSample(float(t), "edge-cab-1", 11, 80_000 + 1000 * t, 8, 30, 1) for t in range(0, 300, 10)
     ]
     result = invariants.resource_growth(leaking, [], BOUNDS)
-    assert not result.passed and "RSS" in result.detail
+    assert not result.passed and "edge-cab-1 (pid 11) RSS 107 -> 361 MB" in result.detail
+    # The detail gives every process's RSS at its first and its last sample, over its incarnations.
+    restarted = [ResourceSample(400.0, "central", 14, 204_800, 8, 30, 1)]
+    summary = invariants.resource_growth([*steady, *restarted, *leaking], [], BOUNDS).detail
+    assert "RSS first -> last sample: central 98 -> 200 MB (2 runs), edge-cab-1 78 -> 361 MB" in summary
     fds = [ResourceSample(float(t), "sim", 12, 50_000, 4, 20 + t, 1) for t in range(0, 300, 10)]
     assert "fds" in invariants.resource_growth(fds, [], BOUNDS).detail
+    # The campaign's own process (the proxies' connections during a blackhole): judged at its last sample.
+    peak = [
+        ResourceSample(float(t), "soak", 15, 50_000, 4, 72 if t == 150 else 40, 1) for t in range(0, 300, 10)
+    ]
+    assert invariants.resource_growth(peak, [], BOUNDS).passed
+    leak = [ResourceSample(float(t), "soak", 15, 50_000, 4, 40 + t // 5, 1) for t in range(0, 300, 10)]
+    assert "soak (pid 15) fds" in invariants.resource_growth(leak, [], BOUNDS).detail
     assert not invariants.resource_growth(steady, ["sim (pid 12)"], BOUNDS).passed
     short = [ResourceSample(float(t), "edge-cab-2", 13, 10_000 * (t + 1), 4, 20, 1) for t in range(0, 50, 10)]
     assert invariants.resource_growth(short, [], BOUNDS).passed  # too short to judge
@@ -200,3 +242,14 @@ def test_cost_vs_plan() -> None:
     # The same deviation inside a fault window does not count.
     fault = run(FaultKind.KILL_EDGE, "cab-1", start, start + 240 * 60.0)
     assert invariants.cost_vs_plan(timeline(200.0), [fault], central, 60.0, BOUNDS).passed
+
+
+def test_a_comm_loss_hold_excuses_a_late_safe_state_only_while_data_is_missing() -> None:
+    holding = "comm_loss (not latched; holding until valid data): no valid data for 305 ms (limit 300 ms): "
+    recovering = "comm_loss (not latched; data valid again, resumes after 0.5 s of valid data): "
+    assert why_starting(False, "") == "edge starting"  # before the loop's first valid data
+    assert why_starting(True, holding + "device: no answer") == "edge holding: no valid data"
+    # The episode's reason names its first problem only: the device link may fail now too.
+    assert why_starting(True, holding + "meter: no answer") == "edge holding: no valid data"
+    # Once data is valid again the edge reads its device and must trip in time.
+    assert why_starting(True, recovering + "device: no answer") == ""

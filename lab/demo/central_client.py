@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 from typing import Any
 
 import httpx
@@ -19,8 +20,8 @@ class CentralError(RuntimeError):
 class CentralClient:
     """Async client of one central service at ``base_url`` (write calls send the bearer token)."""
 
-    def __init__(self, base_url: str, token: str) -> None:
-        self._client = httpx.AsyncClient(base_url=base_url, timeout=REQUEST_TIMEOUT_S)
+    def __init__(self, base_url: str, token: str, verify: ssl.SSLContext | bool = True) -> None:
+        self._client = httpx.AsyncClient(base_url=base_url, timeout=REQUEST_TIMEOUT_S, verify=verify)
         self._token = token
 
     async def aclose(self) -> None:

@@ -101,14 +101,29 @@ def edge_cannot_act(live: Live, cabinet_id: str) -> str:
     telemetry = live.observer.telemetry(cabinet_id)
     if telemetry is None:
         return "edge not answering"
-    if telemetry.mode.value == "starting" or live.restarted_within(f"edge-{cabinet_id}", EDGE_START_WALL_S):
+    if live.restarted_within(f"edge-{cabinet_id}", EDGE_START_WALL_S):
         return "edge starting"
+    if telemetry.mode.value == "starting":
+        return why_starting(telemetry.interlock_active, telemetry.interlock_reason)
     for other in live.active_faults():
         kind, target = other.spec.kind, other.spec.target
         if kind in DEVICE_COMM_FAULTS and target == cabinet_id:
             return "device not communicating"
         if kind in LINK_FAULTS and target == f"modbus:{cabinet_id}":
             return "Modbus link to the device faulted"
+    return ""
+
+
+def why_starting(interlock_active: bool, reason: str) -> str:
+    """Why an edge in mode ``starting`` could not act ("" when it could). A communication-loss hold is
+    ``starting`` too: while it holds (no valid data) it is excused whatever link its episode began with,
+    since the reason names the first problem, not which links fail now (a meter hold under a loaded
+    machine saw the device link drop too); once data is valid again (recovering) the edge reads its
+    device and trips, and nothing is excused."""
+    if not (interlock_active and reason.startswith("comm_loss")):
+        return "edge starting"
+    if "holding until valid data" in reason:
+        return "edge holding: no valid data"
     return ""
 
 
@@ -122,9 +137,13 @@ async def _battery_fault(live: Live, run: FaultRun) -> None:
         run.note(f"simulator: {spec.kind.value} on {spec.target} ({spec.value}); not timed: edge down")
         return
     before = edge_cannot_act(live, spec.target)
-    reaction = await inject_fault_and_probe(
-        live.sim, live.clock, spec.target, spec.kind.value, spec.value, live.site.edge.cycle_ms
-    )
+    run.probing = True
+    try:
+        reaction = await inject_fault_and_probe(
+            live.sim, live.clock, spec.target, spec.kind.value, spec.value, live.site.edge.cycle_ms
+        )
+    finally:
+        run.probing = False
     run.reaction_ms = reaction.reaction_ms
     run.reaction_at_device = reaction.at_device
     shown = "never" if reaction.reaction_ms is None else f"{reaction.reaction_ms:.0f} ms"

@@ -41,7 +41,7 @@ from lab.soak.sites import write_site_views
 from shared.clock import SimulatedClock
 from shared.dayahead import DayAhead
 from shared.errors import InputError, Problem
-from shared.opcua.pki import pki_layout, users_path
+from shared.opcua.pki import CENTRAL_HTTP_NODE, PkiLayout, pki_layout, users_path
 from shared.site import SiteConfig
 
 DEFAULT_SPEED = 360.0  # a simulated day in 4 minutes: 7 days in about 30 minutes
@@ -123,9 +123,17 @@ def _prepare_out_dir(out_dir: Path) -> None:
     )
 
 
-def timing_overrides(site: SiteConfig, seed: int) -> dict[str, dict[str, Any]]:
-    """Site settings for a compressed clock: the devices' watchdogs and the edges' timers run on wall time."""
-    return {
+def timing_overrides(site: SiteConfig, seed: int, pki_dir: Path) -> dict[str, dict[str, Any]]:
+    """Site settings for a compressed clock: the devices' watchdogs and the edges' timers run on wall time.
+    A site whose HTTP API has TLS keeps it, with the certificate `ems certs` makes in the campaign's PKI."""
+    tls: dict[str, dict[str, Any]] = {}
+    if site.central.tls_cert_file is not None:
+        layout = PkiLayout(pki_dir.resolve())
+        tls["central"] = {
+            "tls_cert_file": str(layout.http_cert_path),
+            "tls_key_file": str(layout.key_path(CENTRAL_HTTP_NODE)),
+        }
+    return tls | {
         "edge": {
             "revert_timeout_s": min(site.edge.revert_timeout_s, REVERT_TIMEOUT_WALL_S),
             "frozen_data_timeout_s": min(site.edge.frozen_data_timeout_s, FROZEN_DATA_TIMEOUT_WALL_S),
@@ -231,7 +239,10 @@ class Campaign:
             schedule.to_json({"speed": options.speed}), encoding="utf-8"
         )
         views = write_site_views(
-            options.site_path, paths, paths.dayahead_file, timing_overrides(options.site, schedule.seed)
+            options.site_path,
+            paths,
+            paths.dayahead_file,
+            timing_overrides(options.site, schedule.seed, paths.pki_dir),
         )
         site = views.edges
         bounds = campaign_bounds(site, options.speed, self.period_s)

@@ -28,6 +28,7 @@ class FaultRun:
     reaction_at_device: bool = False  # timed by the simulator's own clock (else by the campaign's poll)
     exempt: str = ""  # why the safe-state bound does not apply (the edge could not reach the device, ...)
     failed: str = ""  # the campaign could not inject or end the fault (why)
+    probing: bool = False  # battery faults: the safe-state probe still runs (not judged yet)
 
     def note(self, text: str) -> None:
         self.actions.append(text)

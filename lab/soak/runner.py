@@ -33,12 +33,14 @@ from lab.soak import actions, invariants
 from lab.soak.links import ProxyThread
 from lab.soak.monitor import read_central_state, sample_resources
 from lab.soak.records import FaultRun, OperatorReset, PlanInfo, ProcessSpan, SoakRecord
+from lab.soak.resource_check import CAMPAIGN_PROCESS
 from lab.soak.schedule import BATTERY_FAULTS, CampaignSchedule, FaultKind, FaultSpec
 from lab.soak.sites import SiteViews
 from shared.clock import SimulatedClock
 from shared.dayahead import DayAhead
 from shared.opcua.pki import PkiLayout
 from shared.site import SiteConfig
+from shared.tls import client_context
 
 READY_TIMEOUT_S = 60.0
 RESOURCES_EVERY_WALL_S = 10.0
@@ -87,7 +89,7 @@ class Live:
         self.latest_day = 0
         self.stopping = False
         self.sim = SimControlClient(setup.views.sim.sim.control_address)
-        self.central = CentralClient(f"http://{setup.views.central.central.http_address}", setup.api_token)
+        self.central = central_client(setup.views.central, setup.layout, setup.api_token)
         self.links = ProxyThread(setup.views.links)
         self.expected: list[str] = []
         self._started_at: dict[str, float] = {}
@@ -402,7 +404,7 @@ class Live:
 
     def pids(self) -> dict[str, int]:
         pids = {name: child.pid for name, child in self.supervisor.children.items() if child.running()}
-        pids["soak"] = os.getpid()
+        pids[CAMPAIGN_PROCESS] = os.getpid()
         return pids
 
     async def _sample_resources(self, wall_s: float) -> None:
@@ -422,6 +424,15 @@ class Live:
             if not result.passed and result.name not in self._reported:
                 self._reported.add(result.name)
                 self.display.message(f"VIOLATION {result.name}: {result.detail}")
+
+
+def central_client(site: SiteConfig, layout: PkiLayout, token: str) -> CentralClient:
+    """The campaign's client of the central's HTTP API: HTTPS verified against the site PKI's
+    ``trusted/http-ca.pem`` when the site gives the API a TLS certificate, else loopback HTTP."""
+    address = site.central.http_address
+    if site.central.tls_cert_file is None:
+        return CentralClient(f"http://{address}", token)
+    return CentralClient(f"https://{address}", token, verify=client_context(layout.http_trust_path))
 
 
 def _mode(observer: EdgeObserver, cabinet_id: str) -> str | None:
