@@ -97,6 +97,7 @@ def test_bench_push_small_run(capsys: pytest.CaptureFixture[str]) -> None:
         central["cpu_ms_per_telemetry_update"] is not None and central["cpu_ms_per_telemetry_update"] >= 0.0
     )
     assert central["rss_connected_mb"] > 0.0 and central["push_cpu_ms_per_edge"] > 0.0
+    assert central["connect_cpu_ms_per_edge"] > 0.0
 
 
 def test_bench_push_refuses_bad_options(capsys: pytest.CaptureFixture[str]) -> None:

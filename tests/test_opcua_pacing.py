@@ -84,7 +84,13 @@ def test_backoff_cap_and_watchdog_period_grow_with_the_fleet() -> None:
 
 @pytest.mark.parametrize(
     ("key", "value"),
-    [("connect_concurrency", 0), ("reconnect_attempts_per_s", 0.0), ("watchdog_probes_per_s", -1.0)],
+    [
+        ("connect_concurrency", 0),
+        ("connect_concurrency", 1.5),
+        ("reconnect_attempts_per_s", 0.0),
+        ("watchdog_probes_per_s", -1.0),
+        ("telemetry_publishes_per_s", 0.0),
+    ],
 )
 def test_pacing_keys_are_validated_naming_the_key(tmp_path: Path, key: str, value: float) -> None:
     with pytest.raises(ConfigError) as error:

@@ -154,7 +154,7 @@ class EdgeLink:
                 self.cabinet_id,
                 self._security,
                 request_timeout_s=self._settings.request_timeout_s,
-                publishing_interval_ms=self._settings.publishing_interval_ms,
+                publishing_interval_ms=self._pacing.publishing_interval_ms,
                 watchdog_s=self._pacing.watchdog_s,
                 on_change=self._telemetry_changed,
             )

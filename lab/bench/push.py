@@ -4,7 +4,8 @@ N edge servers (SignAndEncrypt, real users and trust lists, the in-memory edge c
 ``--workers`` processes (several edges each), the central's fleet in this one, like edges and central on
 their own machines. Measured:
 
-* connect: from entering the fleet until every edge has a session (``connect_s``);
+* connect: from entering the fleet until every edge has a session (``connect_s``), and the central's CPU
+  for it per edge;
 * push: from "plan ready" to every edge's acknowledgement (``EdgeFleet.push_plan``), over ``--rounds``;
 * telemetry: from a value changing in an edge controller to the central seeing it (subscription), over
   ``--telemetry-s`` seconds of changes on every edge. Both processes stamp with ``time.monotonic`` (one
@@ -196,7 +197,7 @@ async def _measure(
     async with EdgeFleet(
         site, clock, site.opcua.central_username, password, pki_dir, on_telemetry=on_telemetry
     ) as fleet:
-        started = time.perf_counter()
+        started, started_cpu = time.perf_counter(), time.process_time()
         connect_timeout_s = 60.0 + 1.0 * args.edges
         if not await fleet.wait_connected(connect_timeout_s):
             down = [c for c, ok in fleet.connected().items() if not ok]
@@ -208,6 +209,7 @@ async def _measure(
             )
             return 1
         connect_s = time.perf_counter() - started
+        connect_cpu_s = time.process_time() - started_cpu
         await asyncio.sleep(1.0)  # let the first publishes and the first re-syncs settle
         rss_connected_mb = _rss_mb()
         _progress(
@@ -242,6 +244,7 @@ async def _measure(
         ),
         "telemetry_updates": telemetry_updates,
         "idle_cpu_ms_per_edge_s": round(idle_cpu_per_edge_s * 1000.0, 3),
+        "connect_cpu_ms_per_edge": round(connect_cpu_s * 1000.0 / args.edges, 2),
         "push_cpu_ms_per_edge": round(cpu_push_s * 1000.0 / (args.rounds * args.edges), 3),
     }
     result = {
@@ -374,7 +377,10 @@ def _report(result: dict[str, Any]) -> None:
         f" {result['telemetry_lost']} lost)"
     )
     central = result["central"]
-    print(f"connect all edges:  {result['connect_s']} s  ({result['workers']} edge processes)")
+    print(
+        f"connect all edges:  {result['connect_s']} s, {central['connect_cpu_ms_per_edge']} ms CPU per edge"
+        f"  ({result['workers']} edge processes)"
+    )
     print(
         f"central per edge:   {central['rss_per_session_mb']} MB RSS per session,"
         f" {central['cpu_ms_per_telemetry_update']} ms CPU per telemetry update,"
