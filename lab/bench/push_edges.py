@@ -93,9 +93,11 @@ class EdgeHosts:
 
 
 async def _receive(pipe: Connection, timeout_s: float) -> Any:
-    ready = await asyncio.to_thread(pipe.poll, timeout_s)
-    if not ready:
-        raise TimeoutError(f"no answer from an edge process within {timeout_s:g} s")
+    """The next message from a worker; polls in short slices so a cancel (Ctrl-C, SIGTERM) stops at once."""
+    deadline = time.monotonic() + timeout_s
+    while not await asyncio.to_thread(pipe.poll, 0.2):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"no answer from an edge process within {timeout_s:g} s")
     return pipe.recv()
 
 
