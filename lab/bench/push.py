@@ -217,6 +217,7 @@ async def _measure(
         )
         push_ms: list[float] = []
         failures = 0
+        failure_reasons: dict[str, int] = {}
         cpu_push_s = 0.0
         for round_index in range(args.rounds):
             plan = _plan(site, clock.now(), round_index)
@@ -224,7 +225,11 @@ async def _measure(
             outcomes = await fleet.push_plan(plan)
             push_ms.append((time.perf_counter() - began) * 1000.0)
             cpu_push_s += time.process_time() - began_cpu
-            failures += sum(1 for o in outcomes.values() if o.status is not PushStatus.ACCEPTED)
+            for outcome in outcomes.values():
+                if outcome.status is not PushStatus.ACCEPTED:
+                    failures += 1
+                    reason = f"{outcome.status.value}: {outcome.message}"
+                    failure_reasons[reason] = failure_reasons.get(reason, 0) + 1
             await asyncio.sleep(0.02)
         _progress(f"measuring the central's idle CPU for {args.idle_s:g} s…")
         _, idle_cpu_s, idle_s = await _cpu_while(asyncio.sleep(args.idle_s))
@@ -258,6 +263,7 @@ async def _measure(
         "connect_s": round(connect_s, 2),
         "push_ms": _summary(push_ms),
         "push_failures": failures,
+        "push_failure_reasons": dict(sorted(failure_reasons.items(), key=lambda item: -item[1])[:5]),
         "telemetry_ms": _summary(latencies_ms),
         "telemetry_samples": len(latencies_ms),
         "telemetry_lost": lost,
