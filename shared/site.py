@@ -212,6 +212,13 @@ class OpcUaSettings(_Strict):
     reconnect_min_s: float = Field(default=0.5, gt=0.0)  # central: first reconnect delay
     reconnect_max_s: float = Field(default=10.0, gt=0.0)  # central: backoff cap
     push_retry_s: float = Field(default=5.0, gt=0.0)  # central: retry of an unanswered push
+    # central, fleet-wide (see central.edge_link.pacing): secure handshakes at once, retry rate with every
+    # edge down (raises the backoff cap to N / this), liveness probes per second (probe period N / this),
+    # telemetry publishes per second (raises the publishing interval to N x 1000 / this ms).
+    connect_concurrency: int = Field(default=8, ge=1, le=256)
+    reconnect_attempts_per_s: float = Field(default=20.0, gt=0.0, le=10_000.0)
+    watchdog_probes_per_s: float = Field(default=100.0, gt=0.0, le=10_000.0)
+    telemetry_publishes_per_s: float = Field(default=1000.0, gt=0.0, le=100_000.0)
 
     @field_validator("security_policies")
     @classmethod

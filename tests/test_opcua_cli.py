@@ -81,18 +81,30 @@ def test_certs_refuses_bad_input(
 
 
 def test_bench_push_small_run(capsys: pytest.CaptureFixture[str]) -> None:
-    code = main(["bench", "push", "--edges", "2", "--rounds", "5", "--telemetry-s", "1", "--json"])
+    arguments = ["--edges", "3", "--workers", "2", "--rounds", "5", "--telemetry-s", "1", "--idle-s", "0.5"]
+    code = main(["bench", "push", *arguments, "--json"])
     assert code == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert result["edges"] == 2 and result["rounds"] == 5 and result["push_failures"] == 0
+    assert result["edges"] == 3 and result["workers"] == 2
+    assert result["rounds"] == 5 and result["push_failures"] == 0
     assert result["mode"] == "SignAndEncrypt"
     assert result["push_ms"]["p50"] > 0.0
     assert result["telemetry_samples"] > 0 and result["telemetry_lost"] == 0
     assert result["telemetry_ms"]["p99"] >= result["telemetry_ms"]["p50"] > 0.0
+    central = result["central"]
+    assert central["telemetry_updates"] >= result["telemetry_samples"]
+    assert (
+        central["cpu_ms_per_telemetry_update"] is not None and central["cpu_ms_per_telemetry_update"] >= 0.0
+    )
+    assert central["rss_connected_mb"] > 0.0 and central["push_cpu_ms_per_edge"] > 0.0
+    assert central["connect_cpu_ms_per_edge"] > 0.0
 
 
 def test_bench_push_refuses_bad_options(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["bench", "push", "--edges", "0"]) == 2
-    assert capsys.readouterr().err.strip() == "error: --edges: must be 1..200, got 0"
+    assert capsys.readouterr().err.strip() == "error: --edges: must be 1..1000, got 0"
+    assert main(["bench", "push", "--edges", "1001"]) == 2
+    assert main(["bench", "push", "--workers", "-1"]) == 2
+    assert "error: --workers: must be 0..64" in capsys.readouterr().err
     assert main(["bench", "push", "--policy", "None"]) == 2
     assert "unknown policy 'None'" in capsys.readouterr().err

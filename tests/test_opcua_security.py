@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import os
 import stat
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -36,7 +37,7 @@ from shared.opcua.pki import (
     write_identity,
 )
 from shared.opcua.provision import ensure_site_pki
-from shared.opcua.trust import PeerRole, RefusalKind, TrustList, peer_problem
+from shared.opcua.trust import RESCAN_S, PeerRole, RefusalKind, TrustList, peer_problem
 from shared.opcua.ua_security import CertificateGate, first_der_certificate
 from shared.opcua.ua_types import ObjectIds, numeric_node_id
 from shared.opcua.users import (
@@ -282,6 +283,29 @@ def test_find_by_uri_pins_the_newest_valid_certificate(tmp_path: Path) -> None:
     trust = TrustList(layout.own_dir)
     assert trust.find_by_uri(uri, NOW) == new
     assert trust.find_by_uri(edge_application_uri("s", "cab-2"), NOW) is None
+
+
+def test_trust_list_notices_a_certificate_rewritten_in_place_within_the_rescan_period(tmp_path: Path) -> None:
+    uri = edge_application_uri("s", "cab-1")
+    layout = PkiLayout(tmp_path / "own")
+    first_key, first = create_identity("first", uri, ["127.0.0.1"], server=True, now=NOW)
+    second_key, second = create_identity("second", uri, ["127.0.0.1"], server=True, now=NOW)
+    write_identity(layout, "first", first_key, first)
+    directory = tmp_path / "trusted"
+    directory.mkdir()
+    pinned = directory / "edge.der"
+    pinned.write_bytes(layout.cert_path("first").read_bytes())
+    trust = TrustList(directory)
+    assert trust.find_by_uri(uri, NOW) == first
+    write_identity(layout, "second", second_key, second)
+    with pinned.open("r+b") as file:  # same name, same directory entry: only the contents change
+        file.truncate(0)
+        file.write(layout.cert_path("second").read_bytes())
+    deadline = time.monotonic() + RESCAN_S + 5.0
+    while trust.find_by_uri(uri, NOW) != second:
+        assert time.monotonic() < deadline, "the rewritten certificate was not noticed"
+        time.sleep(0.05)
+    assert trust.is_trusted(second, NOW) and not trust.is_trusted(first, NOW)
 
 
 @settings(max_examples=300, deadline=None)

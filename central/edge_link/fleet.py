@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import random
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -13,6 +14,7 @@ from types import TracebackType
 
 from central.edge_link.link import EdgeLink
 from central.edge_link.outcome import PushOutcome
+from central.edge_link.pacing import ConnectGate, LinkPacing
 from central.edge_link.session import ClientSecurity
 from shared.clock import Clock
 from shared.edge_api import Decision, EdgeTelemetry
@@ -46,7 +48,8 @@ class EdgeFleet:
     the background and returns at once; edges that are down are retried with backoff. ``pki_dir``
     overrides ``[opcua] pki_dir``. ``on_telemetry(cabinet_id, telemetry)`` is called on every telemetry
     change and ``on_outcome(outcome)`` on every push outcome (also of automatic re-pushes); both run on the
-    event loop and must be quick.
+    event loop and must be quick. Connection attempts, retries and liveness probes are paced for the
+    fleet's size (:mod:`central.edge_link.pacing`); ``rng`` draws the backoff jitter (seed it in tests).
     """
 
     def __init__(
@@ -59,6 +62,7 @@ class EdgeFleet:
         *,
         on_telemetry: Callable[[str, EdgeTelemetry], None] | None = None,
         on_outcome: Callable[[PushOutcome], None] | None = None,
+        rng: random.Random | None = None,
     ) -> None:
         if not username or not password:
             raise ConfigError(
@@ -67,6 +71,9 @@ class EdgeFleet:
         self._site = site
         self._clock = clock
         self._security = _client_security(site, username, password, pki_dir)
+        self.pacing = LinkPacing.for_fleet(site.opcua, len(site.cabinets))
+        self.connect_gate = ConnectGate(self.pacing.connect_concurrency)
+        rng = rng or random.Random()  # nosec B311  # backoff jitter, not security
         self._links = {
             cabinet.id: EdgeLink(
                 site.site.name,
@@ -76,6 +83,9 @@ class EdgeFleet:
                 clock,
                 on_telemetry=on_telemetry,
                 on_outcome=on_outcome,
+                pacing=self.pacing,
+                gate=self.connect_gate,
+                rng=random.Random(rng.random()),  # nosec B311  # one stream per link, reproducible
             )
             for cabinet in site.cabinets
         }

@@ -1,22 +1,27 @@
 """The central's persistent link to one edge: reconnect with backoff, push, retry, live telemetry.
 
 A background task keeps one session open. While the edge is unreachable it retries with exponential
-backoff (with jitter, so a fleet does not reconnect in lockstep). The latest schedule is remembered: when
-the edge comes back, or every ``push_retry_s`` while it is connected, the schedule is pushed again unless
-the edge refused it or already runs it (its ``ScheduleId`` says so).
+backoff (with jitter, so a fleet does not reconnect in lockstep); every attempt starts with a plain TCP
+connect, and only an edge that accepts it gets a secure handshake, through the fleet's
+:class:`~central.edge_link.pacing.ConnectGate` (see :mod:`central.edge_link.pacing`). The latest
+schedule is remembered: when the edge comes back, or every ``push_retry_s`` while it is connected, the
+schedule is pushed again unless the edge refused it or already runs it (its ``ScheduleId`` says so).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
 from collections.abc import Callable
+from urllib.parse import urlsplit
 
 from asyncua.ua.uaerrors import UaError, UaStatusCodeError
 
 from central.edge_link.outcome import PushOutcome, PushStatus
+from central.edge_link.pacing import Backoff, ConnectGate, LinkPacing
 from central.edge_link.session import ClientSecurity, EdgeSession, LinkError
 from shared.clock import Clock
 from shared.edge_api import Decision, EdgeTelemetry
@@ -58,7 +63,12 @@ class EdgeLink:
         *,
         on_telemetry: Callable[[str, EdgeTelemetry], None] | None = None,
         on_outcome: Callable[[PushOutcome], None] | None = None,
+        pacing: LinkPacing | None = None,
+        gate: ConnectGate | None = None,
+        rng: random.Random | None = None,
     ) -> None:
+        """``pacing`` and ``gate`` are the fleet's (default: a fleet of one); ``rng`` draws the backoff
+        jitter (default: a fresh, unseeded one)."""
         self.cabinet_id = cabinet.id
         self._endpoint = cabinet.opcua_endpoint
         self._site_name = site_name
@@ -67,6 +77,13 @@ class EdgeLink:
         self._clock = clock
         self._on_telemetry = on_telemetry
         self._on_outcome = on_outcome
+        self._pacing = pacing or LinkPacing.for_fleet(settings, 1)
+        self._gate = gate or ConnectGate(self._pacing.connect_concurrency)
+        self._backoff = Backoff(
+            self._pacing.reconnect_min_s,
+            self._pacing.reconnect_max_s,
+            rng or random.Random(),  # nosec B311  # backoff jitter, not security
+        )
         self._session: EdgeSession | None = None
         self._desired: CabinetSchedule | None = None
         self._last_outcome: PushOutcome | None = None
@@ -101,18 +118,9 @@ class EdgeLink:
 
     async def run(self) -> None:
         """Keep a session open until cancelled."""
-        delay_s = self._settings.reconnect_min_s
         while True:
             try:
-                session = await EdgeSession.open(
-                    self._endpoint,
-                    self._site_name,
-                    self.cabinet_id,
-                    self._security,
-                    request_timeout_s=self._settings.request_timeout_s,
-                    publishing_interval_ms=self._settings.publishing_interval_ms,
-                    on_change=self._telemetry_changed,
-                )
+                session = await self._open()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -120,12 +128,11 @@ class EdgeLink:
                 if current is not None and current.cancelling():
                     # Python 3.11's wait_for can turn a cancel into the connect error: stop anyway.
                     raise asyncio.CancelledError from exc
-                self._unreachable(_describe(exc), delay_s)
+                self._unreachable(_describe(exc), self._backoff.current_s)
                 self._tried.set()
-                await asyncio.sleep(delay_s * random.uniform(0.8, 1.2))  # nosec B311  # backoff jitter
-                delay_s = min(delay_s * 2.0, self._settings.reconnect_max_s)
+                await asyncio.sleep(self._backoff.next_s())
                 continue
-            delay_s = self._settings.reconnect_min_s
+            self._backoff.reset()
             try:
                 await self._serve(session)
             except Exception:  # a bug here must not end the link for good
@@ -136,6 +143,21 @@ class EdgeLink:
                 await session.close()
             self._last_error = f"connection lost: {session.lost_reason}"
             _log.warning("edge %s: %s; reconnecting", self.cabinet_id, self._last_error)
+
+    async def _open(self) -> EdgeSession:
+        """One connection attempt: a TCP probe (cheap, outside the gate), then the secure session."""
+        await _probe_tcp(self._endpoint, self._settings.request_timeout_s)
+        async with self._gate:
+            return await EdgeSession.open(
+                self._endpoint,
+                self._site_name,
+                self.cabinet_id,
+                self._security,
+                request_timeout_s=self._settings.request_timeout_s,
+                publishing_interval_ms=self._pacing.publishing_interval_ms,
+                watchdog_s=self._pacing.watchdog_s,
+                on_change=self._telemetry_changed,
+            )
 
     async def _serve(self, session: EdgeSession) -> None:
         self._session = session
@@ -266,6 +288,18 @@ class EdgeLink:
             except Exception:
                 _log.exception("on_outcome callback failed")
         return outcome
+
+
+async def _probe_tcp(endpoint: str, timeout_s: float) -> None:
+    """Open and close a TCP connection to the endpoint's host and port; ``OSError`` or ``TimeoutError``
+    when the edge does not accept one. Costs no crypto, so an edge that is down is cheap to retry."""
+    parts = urlsplit(endpoint)
+    host, port = parts.hostname or "localhost", parts.port or 4840
+    async with asyncio.timeout(timeout_s):
+        _reader, writer = await asyncio.open_connection(host, port)
+    writer.close()
+    with contextlib.suppress(OSError):
+        await writer.wait_closed()
 
 
 def _describe(exc: BaseException) -> str:

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -21,7 +23,8 @@ from asyncua.common.subscription import DataChangeNotif, Subscription
 from asyncua.crypto import uacrypto
 from asyncua.ua.uaerrors import UaStatusCodeError
 from cryptography import x509
-from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
 from shared.edge_api import Decision, EdgeTelemetry
 from shared.opcua.common import (
@@ -41,7 +44,7 @@ from shared.schedule import CabinetSchedule
 _log = logging.getLogger(__name__)
 
 SESSION_TIMEOUT_MS = 60_000  # an edge drops our session (and its subscription) a minute after we vanish
-WATCHDOG_S = 1.0  # how often asyncua probes an idle connection
+WATCHDOG_S = 1.0  # how often asyncua probes an idle connection (a fleet sets its own, see pacing)
 
 
 class LinkError(Exception):
@@ -110,9 +113,10 @@ class EdgeSession:
         request_timeout_s: float,
         publishing_interval_ms: float,
         on_change: Callable[[EdgeTelemetry | None], None],
+        watchdog_s: float = WATCHDOG_S,
     ) -> EdgeSession:
         """Connect, check the edge is the expected cabinet, read and subscribe to its telemetry."""
-        client = Client(endpoint, timeout=request_timeout_s, watchdog_intervall=WATCHDOG_S)
+        client = Client(endpoint, timeout=request_timeout_s, watchdog_intervall=watchdog_s)
         client.application_uri = security.application_uri
         client.name = client.description = f"hybrid-ems central ({site_name})"
         client.product_uri = "urn:hybrid-ems"
@@ -274,16 +278,31 @@ async def _secure(client: Client, security: ClientSecurity, edge_uri: str, timeo
     refusal = gate.check(server_certificate)
     if refusal is not None:
         raise LinkError(f"edge certificate refused: {refusal}")
-    await client.set_security(
-        POLICY_CLASSES[security.policy_name],
-        uacrypto.CertProperties(security.certificate_der, extension="der"),
-        uacrypto.CertProperties(security.private_key_pem, extension="pem"),
-        server_certificate=uacrypto.CertProperties(
-            server_certificate.public_bytes(Encoding.DER), extension="der"
-        ),
-        mode=ua.MessageSecurityMode.SignAndEncrypt,
+    # What asyncua's set_security does, without parsing the PEM key again at every attempt: loading an RSA
+    # key checks it, tens of milliseconds of CPU on the event loop, which many edges retrying turned into
+    # an unresponsive central.
+    own_certificate = _own_certificate(security.certificate_der)
+    uacrypto.check_certificate(own_certificate, client.application_uri, socket.gethostname())
+    policy = POLICY_CLASSES[security.policy_name](
+        server_certificate,
+        own_certificate,
+        _private_key(security.private_key_pem),
+        ua.MessageSecurityMode.SignAndEncrypt,
     )
+    client.security_policy = policy  # type: ignore[assignment]  # asyncua infers its initial None policy
+    client.uaclient.set_security(policy)
     client.certificate_validator = gate
+
+
+@functools.lru_cache(maxsize=8)
+def _private_key(pem: bytes) -> PrivateKeyTypes:
+    """The central's private key, parsed once per process (the PEM is the cache key)."""
+    return serialization.load_pem_private_key(pem, password=None)
+
+
+@functools.lru_cache(maxsize=8)
+def _own_certificate(der: bytes) -> x509.Certificate:
+    return x509.load_der_x509_certificate(der)
 
 
 async def _announced_certificate(client: Client, policy_name: str, timeout_s: float) -> x509.Certificate:

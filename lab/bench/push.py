@@ -1,12 +1,18 @@
 """``ems bench push --edges 20 [--json]``: the OPC UA link under load, on this machine, over loopback.
 
-N edge servers (SignAndEncrypt, real users and trust lists, the in-memory edge controller) run in a child
-process, the central's fleet in this one, like edges and central on their own machines. Measured:
+N edge servers (SignAndEncrypt, real users and trust lists, the in-memory edge controller) run in
+``--workers`` processes (several edges each), the central's fleet in this one, like edges and central on
+their own machines. Measured:
 
+* connect: from entering the fleet until every edge has a session (``connect_s``), and the central's CPU
+  for it per edge;
 * push: from "plan ready" to every edge's acknowledgement (``EdgeFleet.push_plan``), over ``--rounds``;
 * telemetry: from a value changing in an edge controller to the central seeing it (subscription), over
   ``--telemetry-s`` seconds of changes on every edge. Both processes stamp with ``time.monotonic`` (one
   system-wide clock on Linux and macOS).
+* the central's cost per edge: resident memory per session (RSS growth over the connect / N), CPU per
+  telemetry update (CPU of the telemetry phase minus the idle baseline, over the updates received), the
+  idle CPU per edge and second (watchdog probes, keep-alives, re-sync checks) and CPU per pushed schedule.
 
 Targets on a 2-core machine: push p99 <= 300 ms for 20 edges, telemetry p99 <= 200 ms.
 """
@@ -15,10 +21,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import logging
-import multiprocessing
+import os
 import random
 import secrets
 import signal
@@ -26,28 +31,46 @@ import socket
 import sys
 import tempfile
 import time
-from multiprocessing.connection import Connection
+from collections.abc import Coroutine
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from lab.loopback import loopback_site_toml, opcua_node_cache_dir
+from lab.loopback import loopback_site_toml
+
+if TYPE_CHECKING:
+    from lab.bench.push_edges import Change, EdgeHosts
+
+_T = TypeVar("_T")
 
 PUSH_P99_TARGET_MS = 300.0
 TELEMETRY_P99_TARGET_MS = 200.0
-_READY_TIMEOUT_S = 300.0
+MAX_EDGES = 1000
 
 
 def register_bench(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "push",
         help="OPC UA plan push and telemetry latency with N secure edges on loopback",
-        description="Start N edge OPC UA servers (SignAndEncrypt) in a child process and the central's fleet "
-        "here; measure plan push time to all edges and telemetry latency (p50/p99). See docs/opcua.md.",
+        description="Start N edge OPC UA servers (SignAndEncrypt) in worker processes and the central's "
+        "fleet here; measure connect-all time, plan push time to all edges, telemetry latency (p50/p99) "
+        "and the central's cost per edge (CPU per telemetry update, memory per session). See docs/opcua.md.",
     )
     parser.add_argument("--edges", type=int, default=20, help="number of edge servers (default 20)")
     parser.add_argument("--rounds", type=int, default=50, help="plan pushes to measure (default 50)")
     parser.add_argument(
         "--telemetry-s", type=float, default=5.0, help="seconds of telemetry changes to measure (default 5)"
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        help="processes hosting the edge servers (default 0: one per 50 edges, at most 8)",
+    )
+    parser.add_argument(
+        "--idle-s",
+        type=float,
+        default=3.0,
+        help="seconds of idle link to measure the baseline CPU (default 3)",
     )
     parser.add_argument(
         "--policy",
@@ -62,8 +85,12 @@ def run(args: argparse.Namespace) -> int:
     from shared.errors import InputError, Problem
     from shared.site import OPCUA_SECURITY_POLICIES
 
-    if not 1 <= args.edges <= 200:
-        raise InputError("--edges", [Problem("", f"must be 1..200, got {args.edges}")])
+    if not 1 <= args.edges <= MAX_EDGES:
+        raise InputError("--edges", [Problem("", f"must be 1..{MAX_EDGES}, got {args.edges}")])
+    if not 0 <= args.workers <= 64:
+        raise InputError("--workers", [Problem("", f"must be 0..64 (0: automatic), got {args.workers}")])
+    if not 0.5 <= args.idle_s <= 600.0:
+        raise InputError("--idle-s", [Problem("", f"must be 0.5..600, got {args.idle_s}")])
     if not 1 <= args.rounds <= 10_000:
         raise InputError("--rounds", [Problem("", f"must be 1..10000, got {args.rounds}")])
     if not 0.5 <= args.telemetry_s <= 600.0:
@@ -93,29 +120,25 @@ def _run_until_signal(main: Any) -> int:
 
 
 async def _bench(args: argparse.Namespace) -> int:
+    from lab.bench.push_edges import EdgeHosts
+
     with tempfile.TemporaryDirectory(prefix="ems-bench-push-") as tmp:
         directory = Path(tmp)
         site_path, pki_dir, password, policy = _prepare(directory, args.edges, args.policy)
-        _progress(f"starting {args.edges} edge servers in a child process (about 1.5 s each)…")
-        context = multiprocessing.get_context("spawn")
-        parent_end, child_end = context.Pipe()
-        child = context.Process(
-            target=_edge_host,
-            args=(str(site_path), str(pki_dir), child_end),
-            name="ems-bench-edges",
-            daemon=True,
-        )
-        child.start()
-        child_end.close()
+        workers = args.workers or _default_workers(args.edges)
+        cabinet_ids = [f"cab-{index}" for index in range(1, args.edges + 1)]
+        _progress(f"starting {args.edges} edge servers in {workers} worker process(es)…")
         try:
-            return await _measure(args, site_path, pki_dir, password, policy, parent_end)
-        finally:
-            with contextlib.suppress(OSError, BrokenPipeError):
-                parent_end.send(("stop",))
-            await asyncio.to_thread(child.join, 15.0)
-            if child.is_alive():
-                child.terminate()
-                child.join(5.0)
+            async with EdgeHosts(site_path, pki_dir, cabinet_ids, workers) as hosts:
+                return await _measure(args, site_path, pki_dir, password, policy, hosts, workers)
+        except (RuntimeError, TimeoutError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+
+
+def _default_workers(edges: int) -> int:
+    """One worker process per 50 edges, at most 8."""
+    return min(8, max(1, -(-edges // 50)))
 
 
 def _prepare(directory: Path, edges: int, policy: str | None) -> tuple[Path, Path, str, str]:
@@ -147,69 +170,106 @@ def _site_toml(edges: int, policies: list[str]) -> str:
 
 
 async def _measure(
-    args: argparse.Namespace, site_path: Path, pki_dir: Path, password: str, policy: str, pipe: Connection
+    args: argparse.Namespace,
+    site_path: Path,
+    pki_dir: Path,
+    password: str,
+    policy: str,
+    hosts: EdgeHosts,
+    workers: int,
 ) -> int:
     from central.edge_link import EdgeFleet, PushStatus
     from shared.clock import RealClock
     from shared.site import load_site
 
     site = load_site(site_path)
-    message = await _receive(pipe, _READY_TIMEOUT_S)
-    if message[0] != "ready":
-        print(f"error: edge servers did not start: {message[1]}", file=sys.stderr)
-        return 1
-    startup_s = float(message[1])
-    _progress(f"{args.edges} edge servers up in {startup_s:.1f} s; connecting the central…")
+    _progress(f"{args.edges} edge servers up in {hosts.startup_s:.1f} s; connecting the central…")
     seen: dict[tuple[str, float], float] = {}
+    updates = 0
 
     def on_telemetry(cabinet_id: str, telemetry: Any) -> None:
+        nonlocal updates
+        updates += 1
         seen.setdefault((cabinet_id, telemetry.soc_pct), time.monotonic())
 
     clock = RealClock()
+    rss_before_mb = _rss_mb()
     async with EdgeFleet(
         site, clock, site.opcua.central_username, password, pki_dir, on_telemetry=on_telemetry
     ) as fleet:
-        started = time.perf_counter()
-        if not await fleet.wait_connected(60.0):
+        started, started_cpu = time.perf_counter(), time.process_time()
+        connect_timeout_s = 60.0 + 1.0 * args.edges
+        if not await fleet.wait_connected(connect_timeout_s):
             down = [c for c, ok in fleet.connected().items() if not ok]
             errors = fleet.last_errors()
             print(
-                f"error: edges not connected after 60 s: {', '.join(down)} ({errors[down[0]]})",
+                f"error: {len(down)} edges not connected after {connect_timeout_s:g} s: "
+                f"{', '.join(down[:5])} ({errors[down[0]]})",
                 file=sys.stderr,
             )
             return 1
         connect_s = time.perf_counter() - started
+        connect_cpu_s = time.process_time() - started_cpu
+        await asyncio.sleep(1.0)  # let the first publishes and the first re-syncs settle
+        rss_connected_mb = _rss_mb()
         _progress(
             f"connected to {args.edges} edges in {connect_s:.1f} s ({policy}); pushing {args.rounds} plans…"
         )
         push_ms: list[float] = []
         failures = 0
+        failure_reasons: dict[str, int] = {}
+        cpu_push_s = 0.0
         for round_index in range(args.rounds):
             plan = _plan(site, clock.now(), round_index)
-            began = time.perf_counter()
+            began, began_cpu = time.perf_counter(), time.process_time()
             outcomes = await fleet.push_plan(plan)
             push_ms.append((time.perf_counter() - began) * 1000.0)
-            failures += sum(1 for o in outcomes.values() if o.status is not PushStatus.ACCEPTED)
+            cpu_push_s += time.process_time() - began_cpu
+            for outcome in outcomes.values():
+                if outcome.status is not PushStatus.ACCEPTED:
+                    failures += 1
+                    reason = f"{outcome.status.value}: {outcome.message}"
+                    failure_reasons[reason] = failure_reasons.get(reason, 0) + 1
             await asyncio.sleep(0.02)
+        _progress(f"measuring the central's idle CPU for {args.idle_s:g} s…")
+        _, idle_cpu_s, idle_s = await _cpu_while(asyncio.sleep(args.idle_s))
         _progress(f"measuring telemetry latency for {args.telemetry_s:g} s…")
-        pipe.send(("telemetry", args.telemetry_s))
-        reply = await _receive(pipe, args.telemetry_s + 60.0)
-        changes: list[tuple[str, float, float]] = reply[1]
-        await asyncio.sleep(1.0)  # let the last changes arrive
+        updates_before = updates
+        changes, changes_cpu_s, changes_s = await _cpu_while(_changes_settled(hosts, args.telemetry_s))
+        telemetry_updates = updates - updates_before
+        connected_all = all(fleet.connected().values())
     latencies_ms, lost = _latencies(changes, seen)
+    idle_cpu_per_edge_s = idle_cpu_s / idle_s / args.edges
+    telemetry_cpu_s = max(0.0, changes_cpu_s - idle_cpu_per_edge_s * args.edges * changes_s)
+    central = {
+        "rss_per_session_mb": round((rss_connected_mb - rss_before_mb) / args.edges, 3),
+        "rss_connected_mb": round(rss_connected_mb, 1),
+        "cpu_ms_per_telemetry_update": (
+            round(telemetry_cpu_s * 1000.0 / telemetry_updates, 3) if telemetry_updates else None
+        ),
+        "telemetry_updates": telemetry_updates,
+        "idle_cpu_ms_per_edge_s": round(idle_cpu_per_edge_s * 1000.0, 3),
+        "connect_cpu_ms_per_edge": round(connect_cpu_s * 1000.0 / args.edges, 2),
+        "push_cpu_ms_per_edge": round(cpu_push_s * 1000.0 / (args.rounds * args.edges), 3),
+    }
     result = {
         "benchmark": "push",
         "edges": args.edges,
+        "workers": workers,
         "rounds": args.rounds,
         "policy": policy,
         "mode": "SignAndEncrypt",
-        "startup_s": round(startup_s, 2),
+        "startup_s": round(hosts.startup_s, 2),
         "connect_s": round(connect_s, 2),
         "push_ms": _summary(push_ms),
         "push_failures": failures,
+        "push_failure_reasons": dict(sorted(failure_reasons.items(), key=lambda item: -item[1])[:5]),
         "telemetry_ms": _summary(latencies_ms),
         "telemetry_samples": len(latencies_ms),
         "telemetry_lost": lost,
+        "stayed_connected": connected_all,
+        "central": central,
+        "load_average_1m": round(os.getloadavg()[0], 2),
         "targets": {"push_p99_ms": PUSH_P99_TARGET_MS, "telemetry_p99_ms": TELEMETRY_P99_TARGET_MS},
     }
     push_p99 = _summary(push_ms)["p99"]
@@ -226,6 +286,31 @@ async def _measure(
     if args.json:
         print(json.dumps(result))
     return 0 if failures == 0 else 1
+
+
+async def _changes_settled(hosts: EdgeHosts, duration_s: float) -> list[Change]:
+    changes = await hosts.change_telemetry(duration_s)
+    await asyncio.sleep(1.0)  # let the last changes arrive
+    return changes
+
+
+async def _cpu_while(work: Coroutine[Any, Any, _T]) -> tuple[_T, float, float]:
+    """``work``'s result, this process's CPU seconds (all threads) and the wall seconds while it ran."""
+    began, began_cpu = time.perf_counter(), time.process_time()
+    result = await work
+    return result, time.process_time() - began_cpu, time.perf_counter() - began
+
+
+def _rss_mb() -> float:
+    """This process's resident memory (Linux /proc; elsewhere the peak from getrusage)."""
+    try:
+        pages = int(Path("/proc/self/statm").read_text(encoding="ascii").split()[1])
+        return pages * os.sysconf("SC_PAGE_SIZE") / 1e6
+    except (OSError, ValueError, IndexError):
+        import resource
+
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return peak / 1e6 if sys.platform == "darwin" else peak / 1e3
 
 
 def _plan(site: Any, now: Any, round_index: int) -> Any:
@@ -297,80 +382,19 @@ def _report(result: dict[str, Any]) -> None:
         f"  (target p99 <= {TELEMETRY_P99_TARGET_MS:g} ms; {result['telemetry_samples']} samples,"
         f" {result['telemetry_lost']} lost)"
     )
+    central = result["central"]
+    print(
+        f"connect all edges:  {result['connect_s']} s, {central['connect_cpu_ms_per_edge']} ms CPU per edge"
+        f"  ({result['workers']} edge processes)"
+    )
+    print(
+        f"central per edge:   {central['rss_per_session_mb']} MB RSS per session,"
+        f" {central['cpu_ms_per_telemetry_update']} ms CPU per telemetry update,"
+        f" {central['idle_cpu_ms_per_edge_s']} ms CPU per edge and second idle,"
+        f" {central['push_cpu_ms_per_edge']} ms CPU per pushed schedule"
+    )
     print(f"targets met: {'yes' if result['targets_met'] else 'NO'}")
-
-
-async def _receive(pipe: Connection, timeout_s: float) -> Any:
-    ready = await asyncio.to_thread(pipe.poll, timeout_s)
-    if not ready:
-        raise TimeoutError(f"no answer from the edge process within {timeout_s:g} s")
-    return pipe.recv()
 
 
 def _progress(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
-
-
-# --- the child process: all edge servers ---------------------------------------------------------
-
-
-def _edge_host(site_path: str, pki_dir: str, pipe: Connection) -> None:
-    """Child process: run every edge server until told to stop (Ctrl-C is the parent's to handle)."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    logging.basicConfig(level=logging.ERROR)
-    try:
-        asyncio.run(_edge_host_main(Path(site_path), Path(pki_dir), pipe))
-    except Exception as exc:  # report, do not hang the parent
-        with contextlib.suppress(OSError):
-            pipe.send(("error", f"{type(exc).__name__}: {exc}"))
-
-
-async def _edge_host_main(site_path: Path, pki_dir: Path, pipe: Connection) -> None:
-    from edge.opcua import EdgeOpcUaServer
-    from lab.memory_edge import InMemoryEdgeControl
-    from shared.clock import RealClock
-    from shared.site import load_site
-
-    site = load_site(site_path)
-    clock = RealClock()
-    controls = {c.id: InMemoryEdgeControl(c, clock) for c in site.cabinets}
-    servers: list[EdgeOpcUaServer] = []
-    started = time.perf_counter()
-    try:
-        for cabinet in site.cabinets:
-            server = EdgeOpcUaServer(
-                site, cabinet.id, controls[cabinet.id], clock, pki_dir, opcua_node_cache_dir()
-            )
-            await server.start()
-            servers.append(server)
-        pipe.send(("ready", time.perf_counter() - started))
-        while True:
-            message = await asyncio.to_thread(pipe.recv)
-            if message[0] == "telemetry":
-                pipe.send(("changes", await _change_telemetry(controls, float(message[1]))))
-            else:
-                break
-    finally:
-        await asyncio.gather(*(server.stop() for server in servers), return_exceptions=True)
-
-
-async def _change_telemetry(controls: dict[str, Any], duration_s: float) -> list[tuple[str, float, float]]:
-    """Change every edge's SoC to a fresh value at random moments (about 2-3 per second per edge)."""
-    changes: list[tuple[str, float, float]] = []
-    rng = random.Random(7)
-    counter = 0
-    last_change = dict.fromkeys(controls, 0.0)
-    end = time.monotonic() + duration_s
-    while time.monotonic() < end:
-        for cabinet_id, control in controls.items():
-            # At random moments, but never two changes of one edge within an update period, so every
-            # change is published and can be matched.
-            if rng.random() < 0.5 or time.monotonic() - last_change[cabinet_id] < 0.3:
-                continue
-            counter += 1
-            value = 10.0 + (counter % 800_000) / 10_000.0  # unique within a run
-            control.set_soc_pct(value)
-            last_change[cabinet_id] = time.monotonic()
-            changes.append((cabinet_id, value, last_change[cabinet_id]))
-        await asyncio.sleep(rng.uniform(0.02, 0.08))
-    return changes

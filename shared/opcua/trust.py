@@ -4,14 +4,18 @@ A peer is trusted when its exact certificate (SHA-256 fingerprint) is in the dir
 CA certificate in the directory issued it and that CA's certificate revocation list (``*.crl``, also in the
 directory) is current and does not list it. A certificate a known CA issued is checked against the CRL even
 when it is also pinned; a CA without a current CRL vouches for nobody (fail closed). Removing a pinned file
-revokes that peer; a new CRL revokes CA-issued peers. The directory is re-read whenever its contents
-change, without a restart. A missing or unreadable directory trusts nobody.
+revokes that peer; a new CRL revokes CA-issued peers. The directory is re-read when its contents change,
+without a restart: at once when a file is added, removed or renamed (the directory's own modification
+time changes), within :data:`RESCAN_S` when a file is rewritten in place. Between those, a check costs
+one ``stat`` of the directory, not one per file, so a central pinning 1000 edges does not pay O(N) per
+connection attempt. A missing or unreadable directory trusts nobody.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -27,6 +31,7 @@ _log = logging.getLogger(__name__)
 
 _CERT_SUFFIXES = (".der", ".pem", ".crt", ".cer")
 _CRL_SUFFIX = ".crl"
+RESCAN_S = 1.0  # the longest a file rewritten in place (same name) goes unnoticed
 
 
 class PeerRole(StrEnum):
@@ -46,6 +51,7 @@ class _Snapshot:
     certificates: tuple[x509.Certificate, ...]  # pinned end-entity certificates
     fingerprints: frozenset[str]
     authorities: tuple[_Authority, ...]
+    by_uri: dict[str, tuple[x509.Certificate, ...]]  # pinned certificates per application URI
 
 
 class TrustList:
@@ -53,8 +59,10 @@ class TrustList:
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
-        self._snapshot = _Snapshot((), (), frozenset(), ())
+        self._snapshot = _Snapshot((), (), frozenset(), (), {})
         self._loaded = False
+        self._directory_stamp: tuple[int, int] | None = None
+        self._scanned_at = 0.0
 
     def certificates(self) -> tuple[x509.Certificate, ...]:
         """The pinned certificates (CA certificates are not among them)."""
@@ -96,21 +104,34 @@ class TrustList:
         return None
 
     def find_by_uri(self, application_uri: str, now: datetime) -> x509.Certificate | None:
-        """The newest currently valid pinned certificate for ``application_uri`` (certificate pinning)."""
+        """The newest currently valid pinned certificate for ``application_uri`` (certificate pinning).
+
+        Indexed by URI when the directory is read, so a fleet of N edges does not pay O(N) per lookup."""
         candidates = [
             c
-            for c in self._current().certificates
-            if application_uri in certificate_uris(c)
-            and c.not_valid_before_utc <= now < c.not_valid_after_utc
+            for c in self._current().by_uri.get(application_uri, ())
+            if c.not_valid_before_utc <= now < c.not_valid_after_utc
         ]
         return max(candidates, key=lambda c: c.not_valid_before_utc, default=None)
 
     def _current(self) -> _Snapshot:
+        stamp = self._stamp()
+        now = time.monotonic()
+        if self._loaded and stamp == self._directory_stamp and now - self._scanned_at < RESCAN_S:
+            return self._snapshot
+        self._directory_stamp, self._scanned_at = stamp, now
         signature = self._signature()
         if not self._loaded or signature != self._snapshot.signature:
             self._snapshot = self._load(signature)
             self._loaded = True
         return self._snapshot
+
+    def _stamp(self) -> tuple[int, int] | None:
+        try:
+            st = os.stat(self.directory)
+        except OSError:
+            return None
+        return st.st_ino, st.st_mtime_ns
 
     def _signature(self) -> tuple[tuple[str, int, int, int], ...]:
         try:
@@ -149,7 +170,17 @@ class TrustList:
             )
         for authority in known:
             _warn_about_crl(self.directory, authority)
-        return _Snapshot(signature, tuple(pinned), frozenset(fingerprint(c) for c in pinned), known)
+        by_uri: dict[str, list[x509.Certificate]] = {}
+        for certificate in pinned:
+            for uri in set(certificate_uris(certificate)):
+                by_uri.setdefault(uri, []).append(certificate)
+        return _Snapshot(
+            signature,
+            tuple(pinned),
+            frozenset(fingerprint(c) for c in pinned),
+            known,
+            {uri: tuple(certificates) for uri, certificates in by_uri.items()},
+        )
 
 
 def _newest_crl(
