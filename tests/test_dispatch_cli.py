@@ -92,7 +92,7 @@ def test_optimize_failed_solve_exits_1_and_still_writes_the_plan(
         "--day-ahead",
         str(EXAMPLES / "day-ahead.json"),
     ]
-    assert main([*args, "--out", str(out), "--time-limit-s", "1e-5"]) == 1
+    assert main([*args, "--out", str(out), "--time-limit-s", "1e-5", "--method", "exact"]) == 1
     assert "status: failed" in capsys.readouterr().out
     assert Plan.from_json(out.read_text(encoding="utf-8")).status is PlanStatus.FAILED
 

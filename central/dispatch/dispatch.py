@@ -1,0 +1,214 @@
+"""The dispatch's one entry point below ``solve_dispatch``: which method runs, and its plan's certificate.
+
+``solve_method(inputs, options, warm) -> DispatchResult`` (docs/dispatch.md: choosing the method):
+
+- ``exact``: the single LP (:func:`central.dispatch.optimizer.solve_inputs`, both backends, the second stage
+  of :mod:`central.dispatch.highs_quality`); the lower bound is the LP's optimum, the gap the second stage's
+  cost tolerance at most. ``forbid_simultaneous`` (a MIP) always runs here, without a bound.
+- ``block_ipm``: the certified block interior point (:mod:`central.dispatch.certified`), in a worker process
+  when ``options.in_worker`` (:mod:`central.dispatch.worker`), then the second stage of
+  :mod:`central.dispatch.ipm_quality`; the lower bound is the interior point's best Lagrangian bound.
+- ``auto``: ``exact`` up to ``options.exact_max_cabinet_steps`` cabinets x intervals after merging per-unit
+  identical cabinets, ``block_ipm`` above. When the exact LP gives no plan (its time limit), ``auto``
+  returns every cabinet idle (always feasible) with the trivial bound rather than nothing; a forced
+  ``exact`` returns a ``failed`` plan with the reason instead.
+
+The plan's ``solver`` block names the method that ran, the lower bound and the gap.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import replace
+
+import numpy as np
+
+from central.dispatch import aggregation, ipm_quality, recovery
+from central.dispatch.certified import (
+    CertifiedOptions,
+    CertifiedResult,
+    gap_pct,
+    idle_result,
+    solve_certified,
+)
+from central.dispatch.inputs import DispatchInputs
+from central.dispatch.options import DispatchOptions
+from central.dispatch.result import DispatchResult, evaluate
+from central.dispatch.solution import LpSolution, failed_solution
+from central.dispatch.warm_start import WarmStart
+from shared.plan import DispatchMethod, PlanStatus, SolverInfo
+
+log = logging.getLogger(__name__)
+
+SMOOTHING_SHARE = 0.1  # of the time limit kept for the block_ipm plan's second stage
+ExactSolve = Callable[[DispatchInputs, DispatchOptions, WarmStart | None], LpSolution]
+
+
+def choose_method(inputs: DispatchInputs, options: DispatchOptions) -> DispatchMethod:
+    """The method ``options.method`` means for ``inputs`` (never ``auto``)."""
+    if options.forbid_simultaneous:
+        return DispatchMethod.EXACT
+    if options.method is not DispatchMethod.AUTO:
+        return options.method
+    cabinets = inputs.cabinets
+    if options.aggregate_identical:
+        cabinets = aggregation.group_identical(inputs).count
+    size = cabinets * inputs.steps
+    return DispatchMethod.EXACT if size <= options.exact_max_cabinet_steps else DispatchMethod.BLOCK_IPM
+
+
+def solve_method(
+    inputs: DispatchInputs,
+    options: DispatchOptions,
+    warm: WarmStart | None,
+    exact: ExactSolve,
+    inputs_s: float = 0.0,
+) -> DispatchResult:
+    """The plan of ``inputs`` by the method ``options`` choose (module docstring); ``exact`` solves the single
+    LP (``solve_inputs``); ``inputs_s`` is the time spent building ``inputs`` (counted as build time)."""
+    method = choose_method(inputs, options)
+    if method is DispatchMethod.BLOCK_IPM:
+        return _block_ipm(inputs, options, inputs_s)
+    try:
+        solution = exact(inputs, options, warm)
+    except Exception as exc:  # a bug must not take the central service down; it is logged in full
+        log.exception("dispatch optimization failed")
+        solution = failed_solution(f"internal error: {type(exc).__name__}: {exc}")
+    solver = SolverInfo(
+        backend=options.backend,
+        build_s=inputs_s + solution.build_s,
+        solve_s=solution.solve_s,
+        stage2_s=solution.stage2_s,
+        message=solution.message,
+        method=DispatchMethod.EXACT,
+    )
+    tolerance = options.cost_tolerance_rel if options.smoothing else 0.0
+    result = evaluate(inputs, solution, solver, tolerance)
+    if result.status is PlanStatus.FAILED:
+        if options.method is DispatchMethod.AUTO and not options.forbid_simultaneous:
+            build_s = inputs_s + solution.build_s
+            return _idle_fallback(inputs, solution.message, build_s, solution.solve_s)
+        return result
+    if options.forbid_simultaneous:  # a MIP within its gap: no LP bound
+        return result
+    lower = float(solution.cost_optimum) if math.isfinite(solution.cost_optimum) else result.objective.total
+    update = {"lower_bound": lower, "gap_pct": gap_pct(result.objective.total, lower)}
+    return replace(result, solver=solver.model_copy(update=update))
+
+
+def _idle_fallback(inputs: DispatchInputs, why: str, build_s: float, solve_s: float) -> DispatchResult:
+    """Every cabinet idle with the trivial bound, when the exact LP of ``auto`` gave nothing."""
+    log.warning("exact dispatch gave no plan (%s); planning every cabinet idle", why)
+    fallback = idle_result(inputs)
+    return _certified_result(
+        inputs,
+        fallback,
+        f"{why}; every cabinet idle (always feasible) instead",
+        build_s,
+        solve_s,
+        DispatchMethod.EXACT,
+    )
+
+
+def _block_ipm(inputs: DispatchInputs, options: DispatchOptions, inputs_s: float) -> DispatchResult:
+    start_s = time.perf_counter()
+    share = SMOOTHING_SHARE if options.smoothing else 0.0
+    certified_options = CertifiedOptions(
+        method=DispatchMethod.BLOCK_IPM,
+        time_limit_s=max(options.time_limit_s * (1.0 - share), 0.05),
+        gap_target_pct=options.gap_target_pct,
+        aggregate_identical=options.aggregate_identical,
+    )
+    if options.in_worker:
+        from central.dispatch.worker import solve_in_worker
+
+        certified = solve_in_worker(inputs, certified_options)
+    else:
+        certified = solve_certified(inputs, certified_options)
+    solve_s = time.perf_counter() - start_s
+    message = f"block interior point, {certified.iterations} iterations, stopped: {certified.stop.value}"
+    if not options.smoothing:
+        return _certified_result(inputs, certified, message, inputs_s, solve_s, DispatchMethod.BLOCK_IPM)
+    stage_start_s = time.perf_counter()
+    deadline_s = start_s + options.time_limit_s
+    base = _as_solution(inputs, certified.result, deadline_s)
+    budget = ipm_quality.cost_budget(
+        certified.upper_bound, certified.lower_bound, options.gap_target_pct, options.cost_tolerance_rel
+    )
+    smoothed = ipm_quality.smooth(inputs, base, budget, options, deadline_s)
+    stage2_s = time.perf_counter() - stage_start_s
+    applied = ", ".join(smoothed.applied) or "no move within the cost budget"
+    message += f"; second stage: {applied} in {stage2_s:.3f} s"
+    upper = certified.upper_bound
+    solution = replace(smoothed.solution, objective_value=smoothed.cost, cost_optimum=upper)
+    tolerance = max(budget - upper, 0.0) / max(abs(upper), 1.0)
+    solver = SolverInfo(
+        backend="block_ipm",
+        build_s=inputs_s,
+        solve_s=solve_s + stage2_s,
+        stage2_s=stage2_s,
+        message=message,
+        method=DispatchMethod.BLOCK_IPM,
+    )
+    result = evaluate(inputs, solution, solver, tolerance)
+    return _with_bound(result, certified.lower_bound, message)
+
+
+def _as_solution(inputs: DispatchInputs, result: DispatchResult, deadline_s: float) -> LpSolution:
+    """The certified plan as a solution of the full LP (the site rows completed by the site LP: never
+    costlier than the plan)."""
+    remaining_s = max(deadline_s - time.perf_counter(), 1.0)
+    options = DispatchOptions(time_limit_s=remaining_s, aggregate_identical=False)
+    recovered = recovery.recover(inputs, result.charge_kw, result.discharge_kw, options)
+    if recovered is not None:
+        return recovered
+    grid = result.grid_kw
+    return LpSolution(
+        ok=True,
+        message="",
+        build_s=0.0,
+        solve_s=0.0,
+        charge_kw=result.charge_kw,
+        discharge_kw=result.discharge_kw,
+        energy_kwh=recovery.stored_energy(inputs, result.charge_kw, result.discharge_kw),
+        grid_import_kw=np.maximum(grid, 0.0),
+        grid_export_kw=np.maximum(-grid, 0.0),
+        pv_used_kw=result.pv_used_kw,
+        unserved_kw=np.maximum(inputs.load_kw - grid - result.pv_used_kw - result.setpoint_kw.sum(0), 0.0),
+    )
+
+
+def _certified_result(
+    inputs: DispatchInputs,
+    certified: CertifiedResult,
+    message: str,
+    build_s: float,
+    solve_s: float,
+    method: DispatchMethod,
+) -> DispatchResult:
+    solver = SolverInfo(
+        backend="highspy" if method is DispatchMethod.EXACT else "block_ipm",
+        build_s=build_s,
+        solve_s=solve_s,
+        message=message,
+        method=method,
+    )
+    result = replace(certified.result, solver=solver)
+    return _with_bound(result, certified.lower_bound, message)
+
+
+def _with_bound(result: DispatchResult, lower: float, message: str) -> DispatchResult:
+    total = result.objective.total
+    gap = gap_pct(total, lower)
+    finite = math.isfinite(lower)
+    text = f"{message}; cost {total:.6g}, lower bound {lower:.6g}, gap {gap:.3g} %"
+    update = {
+        "message": text,
+        "lower_bound": min(lower, total) if finite else None,
+        "gap_pct": gap if math.isfinite(gap) else None,
+    }
+    solver = result.solver.model_copy(update=update)
+    return replace(result, solver=solver)
