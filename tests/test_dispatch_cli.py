@@ -218,9 +218,9 @@ def test_optimize_over_its_time_limit_writes_the_best_feasible_plan_with_its_gap
     _write_site_toml(site, tmp_path / "site.toml")
     (tmp_path / "day.json").write_text(day.to_json(), encoding="utf-8")
     out = tmp_path / "plan.json"
+    files = ["--site", str(tmp_path / "site.toml"), "--day-ahead", str(tmp_path / "day.json")]
     completed = subprocess.run(
-        [sys.executable, "-m", "ems", "optimize", "--site", str(tmp_path / "site.toml"), "--day-ahead"]
-        + [str(tmp_path / "day.json"), "--out", str(out), "--time-limit-s", "0.3"],
+        [sys.executable, "-m", "ems", "optimize", *files, "--out", str(out), "--time-limit-s", "0.3"],
         capture_output=True,
         text=True,
         timeout=120,
