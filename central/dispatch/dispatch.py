@@ -26,7 +26,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from central.dispatch import aggregation, ipm_quality, recovery
+from central.dispatch import aggregation, ipm_quality, quality, recovery
 from central.dispatch.certified import (
     CertifiedOptions,
     CertifiedResult,
@@ -44,6 +44,8 @@ from shared.plan import DispatchMethod, PlanStatus, SolverInfo
 log = logging.getLogger(__name__)
 
 SMOOTHING_SHARE = 0.1  # of the time limit kept for the block_ipm plan's second stage
+POLISH_TIME_FACTOR = 2.0  # the polish may take this many times the first stage's solve ...
+POLISH_MIN_S = 0.5  # ... but at least this [s]
 ExactSolve = Callable[[DispatchInputs, DispatchOptions, WarmStart | None], LpSolution]
 
 
@@ -73,7 +75,7 @@ def solve_method(
     if method is DispatchMethod.BLOCK_IPM:
         return _block_ipm(inputs, options, inputs_s)
     try:
-        solution = exact(inputs, options, warm)
+        solution = _exact(inputs, options, warm, exact)
     except Exception as exc:  # a bug must not take the central service down; it is logged in full
         log.exception("dispatch optimization failed")
         solution = failed_solution(f"internal error: {type(exc).__name__}: {exc}")
@@ -97,6 +99,50 @@ def solve_method(
     lower = float(solution.cost_optimum) if math.isfinite(solution.cost_optimum) else result.objective.total
     update = {"lower_bound": lower, "gap_pct": gap_pct(result.objective.total, lower)}
     return replace(result, solver=solver.model_copy(update=update))
+
+
+def polish_applies(inputs: DispatchInputs, options: DispatchOptions) -> bool:
+    """Whether the exact path's second stage may be the interior point polish: smoothing on, an LP (not the
+    MIP), and nothing to stay close to (no previous plan, no current setpoints: those criteria need the
+    lexicographic second stage)."""
+    return (
+        options.smoothing
+        and options.polish
+        and options.backend == "highspy"
+        and not options.forbid_simultaneous
+        and not quality.covered(inputs).any()
+        and not quality.current_known(inputs).any()
+        and inputs.steps > 1
+    )
+
+
+def _exact(
+    inputs: DispatchInputs, options: DispatchOptions, warm: WarmStart | None, exact: ExactSolve
+) -> LpSolution:
+    """The exact LP with its second stage: the interior point polish where it applies and succeeds, else
+    the lexicographic re-solve (from the first stage's basis when the polish was tried)."""
+    if not polish_applies(inputs, options):
+        return exact(inputs, options, warm)
+    start_s = time.perf_counter()
+    first = exact(inputs, replace(options, smoothing=False), warm)
+    if not first.ok:
+        return first
+    remaining_s = options.time_limit_s - (time.perf_counter() - start_s)
+    polish_limit_s = min(remaining_s, max(POLISH_TIME_FACTOR * first.solve_s, POLISH_MIN_S))
+    polished = ipm_quality.polish(inputs, first, options, polish_limit_s) if polish_limit_s > 0 else None
+    if polished is not None:
+        return polished
+    log.info("interior point polish missed the cost tolerance; lexicographic second stage instead")
+    tried_s = time.perf_counter() - start_s
+    again = exact(
+        inputs, replace(options, time_limit_s=max(options.time_limit_s - tried_s, 0.05)), first.warm_start
+    )
+    return replace(
+        again,
+        build_s=first.build_s + again.build_s,
+        solve_s=tried_s - first.build_s + again.solve_s,
+        stage2_s=tried_s - first.build_s - first.solve_s + again.stage2_s,
+    )
 
 
 def _idle_fallback(inputs: DispatchInputs, why: str, build_s: float, solve_s: float) -> DispatchResult:

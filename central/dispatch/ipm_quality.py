@@ -35,6 +35,7 @@ from central.dispatch.solution import LpSolution
 BLENDS = (1.0, 0.5, 0.25, 0.125)  # how far towards a target, strongest first
 WINDOWS = (9, 5, 3)  # centred moving-average windows [intervals], widest first
 MIN_GAIN_REL = 1e-3  # a candidate must improve its criterion by at least this share
+POLISH_GAP_SHARE = 0.5  # the polish's gap target, as a share of cost_tolerance_rel
 
 
 @dataclass(frozen=True)
@@ -145,3 +146,53 @@ def _moving_average_target(window: int) -> Target:
 def _cost(x: DispatchInputs, solution: LpSolution) -> float:
     grid_kw = solution.grid_import_kw - solution.grid_export_kw
     return schedule_cost(x, solution.charge_kw, solution.discharge_kw, grid_kw, solution.pv_used_kw)
+
+
+def polish(
+    x: DispatchInputs, first: LpSolution, options: DispatchOptions, time_limit_s: float
+) -> LpSolution | None:
+    """The exact path's second stage by the interior point (docs/dispatch.md: plan quality, interior point
+    polish): ``block_ipm`` run to a gap far below ``cost_tolerance_rel``; its plan is taken when its cost is
+    within the tolerance of ``first``'s optimum (known exactly), else None (the caller then runs the
+    lexicographic second stage). Interior point iterates converge to the centre of the optimal face, where
+    ties are shared out evenly instead of jumping between vertices: measured within a few per cent of the
+    smoothest cost-optimal plan's total variation."""
+    from central.dispatch.certified import CertifiedOptions, solve_certified
+    from shared.plan import DispatchMethod
+
+    start_s = time.perf_counter()
+    optimum = first.cost_optimum if np.isfinite(first.cost_optimum) else first.objective_value
+    bound = quality.cost_bound(optimum, options.cost_tolerance_rel)
+    certified = solve_certified(
+        x,
+        CertifiedOptions(
+            method=DispatchMethod.BLOCK_IPM,
+            time_limit_s=max(time_limit_s, 0.05),
+            gap_target_pct=POLISH_GAP_SHARE * 100.0 * options.cost_tolerance_rel,
+            aggregate_identical=options.aggregate_identical,
+        ),
+    )
+    result = certified.result
+    if result.objective.total > bound:
+        return None
+    grid = result.grid_kw
+    unserved = np.maximum(x.load_kw - grid - result.pv_used_kw - result.setpoint_kw.sum(axis=0), 0.0)
+    elapsed_s = time.perf_counter() - start_s
+    return LpSolution(
+        ok=True,
+        message=first.message
+        + f"; second stage: interior point polish, {certified.iterations} iterations in {elapsed_s:.3f} s",
+        build_s=first.build_s,
+        solve_s=first.solve_s + elapsed_s,
+        objective_value=result.objective.total,
+        cost_optimum=optimum,
+        stage2_s=elapsed_s,
+        charge_kw=result.charge_kw,
+        discharge_kw=result.discharge_kw,
+        energy_kwh=recovery.stored_energy(x, result.charge_kw, result.discharge_kw),
+        grid_import_kw=np.maximum(grid, 0.0),
+        grid_export_kw=np.maximum(-grid, 0.0),
+        pv_used_kw=result.pv_used_kw,
+        unserved_kw=unserved,
+        warm_start=first.warm_start,
+    )

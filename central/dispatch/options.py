@@ -48,6 +48,10 @@ class DispatchOptions:
     - ``exact_max_cabinet_steps``: the size up to which ``auto`` runs ``exact``.
     - ``in_worker``: run ``block_ipm`` in a worker process (the central service: its event loop, HTTP and
       OPC UA stay responsive); otherwise in the calling thread.
+    - ``polish``: let the exact path's second stage be the interior point polish where it applies (no
+      previous plan, no current setpoints; docs/dispatch.md: plan quality): faster, within the cost
+      tolerance and near the smoothest plan, but not the lexicographic optimum of the contract's criteria
+      (so off by default).
     - ``interruptible``: let Ctrl-C stop HiGHS (``highspy`` backend). For command-line processes only: it
       takes the GIL at every simplex iteration, so with another busy Python thread (a service's event loop)
       the solve slows down by orders of magnitude. Off, HiGHS runs without touching the GIL.
@@ -68,6 +72,7 @@ class DispatchOptions:
     gap_target_pct: float = 0.01
     exact_max_cabinet_steps: int = 12_000
     in_worker: bool = False
+    polish: bool = False
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:

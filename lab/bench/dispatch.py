@@ -73,6 +73,12 @@ def register_bench(bench_subparsers: Any) -> None:
     parser.add_argument(
         "--no-smoothing", action="store_true", help="skip the second stage (plan quality), for comparison"
     )
+    parser.add_argument(
+        "--polish",
+        action="store_true",
+        help="second stage by the interior point polish where it applies (docs/dispatch.md), not the "
+        "lexicographic re-solve",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     dispatch_certified.add_arguments(parser)
     parser.set_defaults(handler=run)
@@ -225,6 +231,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     options = DispatchOptions(
         method=DispatchMethod(args.method),
         in_worker=args.worker,
+        polish=args.polish,
         **gap_target,
         backend=args.backend,
         time_limit_s=args.time_limit_s,
@@ -262,6 +269,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         "backend": args.backend,
         "repeat": args.repeat,
         "smoothing": not args.no_smoothing,
+        "polish": bool(args.polish),
         "status": plan.status.value,
         "objective": plan.objective.total,
         "cost_optimum": plan.quality.cost_optimum if plan.quality is not None else None,
