@@ -179,7 +179,8 @@ def _block_ipm(inputs: DispatchInputs, options: DispatchOptions, inputs_s: float
     if not options.smoothing:
         return _certified_result(inputs, certified, message, inputs_s, solve_s, DispatchMethod.BLOCK_IPM)
     stage_start_s = time.perf_counter()
-    deadline_s = start_s + options.time_limit_s
+    # the second stage has what the solve left of the time limit, at most SMOOTHING_SHARE of it
+    deadline_s = min(start_s + options.time_limit_s, stage_start_s + SMOOTHING_SHARE * options.time_limit_s)
     base = _as_solution(inputs, certified.result, deadline_s)
     budget = ipm_quality.cost_budget(
         certified.upper_bound, certified.lower_bound, options.gap_target_pct, options.cost_tolerance_rel

@@ -7,15 +7,16 @@ cabinet, so they are already close to the smoothest cost-optimal plan (docs/disp
 stage improves them further by cheap, safe moves:
 
 1. towards the previous plan (where it covers the horizon): the net setpoint ``p + a (previous - p)``;
-2. towards a smoother plan: ``p + a (moving_average(p) - p)`` (centred windows of 9, 5 and 3 intervals);
+2. towards a smoother plan: ``p + a (moving_average(p) - p)`` (centred windows of 3, 5 and 9 intervals,
+   each from the plan the previous one left; the first window with no accepted move ends the stage);
 
-with ``a`` from 1 down to 1/8, the first that is accepted winning. Every candidate goes through
-:func:`central.dispatch.recovery.recover` (every cabinet within its limits and SoC range, the site rows
-completed optimally by the site LP), so it is feasible by construction; it is accepted only if its cost
-stays within ``budget`` and the criterion it aims at improves. The guarantee is therefore the plan's
-feasibility and ``cost <= budget`` (:func:`cost_budget`: the unsmoothed plan's cost plus
-``cost_tolerance_rel``, or up to the gap target above the certified lower bound, whichever is higher), not
-the lexicographic optimum of the exact path.
+with ``a`` from 1 down to 1/8, the first that is accepted winning (at most 4 candidates per target).
+Every candidate goes through :func:`central.dispatch.recovery.recover` (every cabinet within its limits
+and SoC range, the site rows completed optimally by the site LP), so it is feasible by construction; it is
+accepted only if its cost stays within ``budget`` and the criterion it aims at improves. The guarantee is
+therefore the plan's feasibility and ``cost <= budget`` (:func:`cost_budget`: the unsmoothed plan's cost
+plus ``cost_tolerance_rel``, or up to the gap target above the certified lower bound, whichever is
+higher), not the lexicographic optimum of the exact path.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from central.dispatch.options import DispatchOptions
 from central.dispatch.solution import LpSolution
 
 BLENDS = (1.0, 0.5, 0.25, 0.125)  # how far towards a target, strongest first
-WINDOWS = (9, 5, 3)  # centred moving-average windows [intervals], widest first
+WINDOWS = (3, 5, 9)  # centred moving-average windows [intervals], gentlest first
 MIN_GAIN_REL = 1e-3  # a candidate must improve its criterion by at least this share
 POLISH_GAP_SHARE = 0.5  # the polish's gap target, as a share of cost_tolerance_rel
 
@@ -111,6 +112,7 @@ class _State:
             current = self.best.discharge_kw - self.best.charge_kw
             before = measure(current)
             goal = target(current)
+            accepted = False
             for blend in BLENDS:
                 if time.perf_counter() >= self.deadline_s:
                     return
@@ -128,7 +130,10 @@ class _State:
                 if cost <= budget and after < before - MIN_GAIN_REL * max(before, 1.0):
                     self.best, self.best_cost = candidate, cost
                     self.applied.append(f"{name} ({blend:g})")
+                    accepted = True
                     break
+            if not accepted:  # the next (stronger) target would cost more still
+                return
 
 
 def _moving_average_target(window: int) -> Target:
