@@ -73,7 +73,12 @@ def solve_method(
     LP (``solve_inputs``); ``inputs_s`` is the time spent building ``inputs`` (counted as build time)."""
     method = choose_method(inputs, options)
     if method is DispatchMethod.BLOCK_IPM:
-        return _block_ipm(inputs, options, inputs_s)
+        try:
+            return _block_ipm(inputs, options, inputs_s)
+        except Exception as exc:  # a bug must not take the central service down; it is logged in full
+            log.exception("block_ipm dispatch failed")
+            why = f"internal error: {type(exc).__name__}: {exc}"
+            return _idle_fallback(inputs, why, inputs_s, 0.0, DispatchMethod.BLOCK_IPM)
     try:
         solution = _exact(inputs, options, warm, exact)
     except Exception as exc:  # a bug must not take the central service down; it is logged in full
@@ -92,7 +97,7 @@ def solve_method(
     if result.status is PlanStatus.FAILED:
         if options.method is DispatchMethod.AUTO and not options.forbid_simultaneous:
             build_s = inputs_s + solution.build_s
-            return _idle_fallback(inputs, solution.message, build_s, solution.solve_s)
+            return _idle_fallback(inputs, solution.message, build_s, solution.solve_s, DispatchMethod.EXACT)
         return result
     if options.forbid_simultaneous:  # a MIP within its gap: no LP bound
         return result
@@ -145,9 +150,11 @@ def _exact(
     )
 
 
-def _idle_fallback(inputs: DispatchInputs, why: str, build_s: float, solve_s: float) -> DispatchResult:
-    """Every cabinet idle with the trivial bound, when the exact LP of ``auto`` gave nothing."""
-    log.warning("exact dispatch gave no plan (%s); planning every cabinet idle", why)
+def _idle_fallback(
+    inputs: DispatchInputs, why: str, build_s: float, solve_s: float, method: DispatchMethod
+) -> DispatchResult:
+    """Every cabinet idle with the trivial bound, when ``method`` gave nothing."""
+    log.warning("%s dispatch gave no plan (%s); planning every cabinet idle", method.value, why)
     fallback = idle_result(inputs)
     return _certified_result(
         inputs,
@@ -155,7 +162,7 @@ def _idle_fallback(inputs: DispatchInputs, why: str, build_s: float, solve_s: fl
         f"{why}; every cabinet idle (always feasible) instead",
         build_s,
         solve_s,
-        DispatchMethod.EXACT,
+        method,
     )
 
 

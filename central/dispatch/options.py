@@ -50,7 +50,7 @@ class DispatchOptions:
       OPC UA stay responsive); otherwise in the calling thread.
     - ``polish``: let the exact path's second stage be the interior point polish where it applies (no
       previous plan, no current setpoints; docs/dispatch.md: plan quality): faster, within the cost
-      tolerance and near the smoothest plan, but not the lexicographic optimum of the contract's criteria
+      tolerance and near the smoothest plan, but not the lexicographic optimum of the plan-quality criteria
       (so off by default).
     - ``interruptible``: let Ctrl-C stop HiGHS (``highspy`` backend). For command-line processes only: it
       takes the GIL at every simplex iteration, so with another busy Python thread (a service's event loop)
