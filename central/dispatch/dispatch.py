@@ -44,6 +44,7 @@ from shared.plan import DispatchMethod, PlanStatus, SolverInfo
 log = logging.getLogger(__name__)
 
 SMOOTHING_SHARE = 0.1  # of the time limit kept for the block_ipm plan's second stage
+BUDGET_ROUND_OFF = 1e-9  # relative: a smoothed plan above its budget by more is not kept
 POLISH_TIME_FACTOR = 2.0  # the polish may take this many times the first stage's solve ...
 POLISH_MIN_S = 0.5  # ... but at least this [s]
 ExactSolve = Callable[[DispatchInputs, DispatchOptions, WarmStart | None], LpSolution]
@@ -188,7 +189,7 @@ def _block_ipm(inputs: DispatchInputs, options: DispatchOptions, inputs_s: float
     stage_start_s = time.perf_counter()
     # the second stage has what the solve left of the time limit, at most SMOOTHING_SHARE of it
     deadline_s = min(start_s + options.time_limit_s, stage_start_s + SMOOTHING_SHARE * options.time_limit_s)
-    base = _as_solution(inputs, certified.result, deadline_s)
+    base = _as_solution(inputs, certified.result)
     budget = ipm_quality.cost_budget(
         certified.upper_bound, certified.lower_bound, options.gap_target_pct, options.cost_tolerance_rel
     )
@@ -208,18 +209,18 @@ def _block_ipm(inputs: DispatchInputs, options: DispatchOptions, inputs_s: float
         method=DispatchMethod.BLOCK_IPM,
     )
     result = evaluate(inputs, solution, solver, tolerance)
+    if result.objective.total > budget + BUDGET_ROUND_OFF * max(abs(budget), 1.0):
+        # the plan as evaluated left the budget (round-off in a penalty): keep the certified plan
+        log.warning("block_ipm second stage left its cost budget; keeping the certified plan")
+        message += " (not kept: over the cost budget)"
+        return _certified_result(inputs, certified, message, inputs_s, solve_s, DispatchMethod.BLOCK_IPM)
     return _with_bound(result, certified.lower_bound, message)
 
 
-def _as_solution(inputs: DispatchInputs, result: DispatchResult, deadline_s: float) -> LpSolution:
-    """The certified plan as a solution of the full LP (the site rows completed by the site LP: never
-    costlier than the plan)."""
-    remaining_s = max(deadline_s - time.perf_counter(), 1.0)
-    options = DispatchOptions(time_limit_s=remaining_s, aggregate_identical=False)
-    recovered = recovery.recover(inputs, result.charge_kw, result.discharge_kw, options)
-    if recovered is not None:
-        return recovered
+def _as_solution(inputs: DispatchInputs, result: DispatchResult) -> LpSolution:
+    """The certified plan's series as a solution of the full LP (what the second stage starts from)."""
     grid = result.grid_kw
+    unserved = inputs.load_kw - grid - result.pv_used_kw - result.setpoint_kw.sum(axis=0)
     return LpSolution(
         ok=True,
         message="",
@@ -231,7 +232,7 @@ def _as_solution(inputs: DispatchInputs, result: DispatchResult, deadline_s: flo
         grid_import_kw=np.maximum(grid, 0.0),
         grid_export_kw=np.maximum(-grid, 0.0),
         pv_used_kw=result.pv_used_kw,
-        unserved_kw=np.maximum(inputs.load_kw - grid - result.pv_used_kw - result.setpoint_kw.sum(0), 0.0),
+        unserved_kw=np.maximum(unserved, 0.0),
     )
 
 
