@@ -1,6 +1,8 @@
-"""``ems optimize --site S --day-ahead D [--out plan.json] [--backend highspy|pyomo]``: one dispatch run.
+"""``ems optimize --site S --day-ahead D [--out P] [--method auto|exact|block_ipm]``: one dispatch run.
 
-Prints the cost breakdown, the energy, final SoC and total variation per cabinet (and the deviation from
+Warns on stderr about implausible values in the site file and the upload (the plausibility checks the
+central runs on upload; nothing is refused here). Prints the method that ran with its lower bound and gap,
+the cost breakdown, the energy, final SoC and total variation per cabinet (and the deviation from
 ``--previous-plan``) and the violations, and writes the plan JSON (docs/interfaces.md: plan). Exit codes: 0
 with an ``optimal`` plan; 3 with an ``optimal_with_violations`` plan (written, and the first violation named
 on stderr); 1 when the optimization failed (the plan is still written, with status ``failed`` and the
@@ -18,6 +20,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from shared.errors import InputError, Problem
+from shared.plan import DispatchMethod
 
 EXIT_FAILED = 1
 EXIT_VIOLATIONS = 3  # the plan was made (and written) but uses a penalised slack or overlaps charge/discharge
@@ -38,7 +41,18 @@ def register(subparsers: Any) -> None:
         "--backend", choices=("highspy", "pyomo"), default="highspy", help="solver backend (default highspy)"
     )
     parser.add_argument(
-        "--time-limit-s", type=float, default=None, help="HiGHS time limit [s] (default: [central] setting)"
+        "--method",
+        choices=[m.value for m in DispatchMethod],
+        default=None,
+        help="exact (the single LP), block_ipm (certified interior point for large sites) or auto (by "
+        "size); default: [central] dispatch_method",
+    )
+    parser.add_argument(
+        "--time-limit-s",
+        type=float,
+        default=None,
+        help="time limit of the solve [s]; the best plan found by then is returned (default: [central] "
+        "solver_time_limit_s)",
     )
     parser.add_argument(
         "--forbid-simultaneous",
@@ -70,11 +84,14 @@ def run(args: argparse.Namespace) -> int:
     site = load_site(args.site)
     dayahead = load_dayahead(args.day_ahead)
     check_against_site(dayahead, site, str(args.day_ahead))
+    _warn_implausible(site, args.site, dayahead, args.day_ahead)
     previous_plan = None if args.previous_plan is None else load_plan(args.previous_plan)
     time_limit_s = site.central.solver_time_limit_s if args.time_limit_s is None else args.time_limit_s
     if not (math.isfinite(time_limit_s) and time_limit_s > 0):
         raise InputError("--time-limit-s", [Problem("", f"must be a positive number, got {time_limit_s}")])
+    method = site.central.dispatch_method if args.method is None else DispatchMethod(args.method)
     options = DispatchOptions(
+        method=method,
         backend=args.backend,
         time_limit_s=time_limit_s,
         forbid_simultaneous=args.forbid_simultaneous,
@@ -86,7 +103,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         print(
             f"optimizing {len(site.cabinets)} cabinets x {dayahead.steps} intervals of "
-            f"{dayahead.interval_minutes} min ({args.backend}, time limit {time_limit_s:g} s) ...",
+            f"{dayahead.interval_minutes} min (method {method.value}, {args.backend}, time limit "
+            f"{time_limit_s:g} s) ...",
             file=sys.stderr,
             flush=True,
         )
@@ -102,6 +120,17 @@ def run(args: argparse.Namespace) -> int:
             raise InputError(str(args.out), [Problem("", f"cannot write: {exc.strerror or exc}")]) from exc
         print(f"plan {plan.plan_id} written to {args.out}")
     return exit_code(result.status.value, result.violations)
+
+
+def _warn_implausible(site: Any, site_path: Path, dayahead: Any, dayahead_path: Path) -> None:
+    """Print the plausibility findings of the site file and the upload to stderr, one line each."""
+    from shared.dayahead import upload_format
+    from shared.plausibility import check_dayahead, check_site
+
+    findings = [(site_path, f) for f in check_site(site)]
+    findings += [(dayahead_path, f) for f in check_dayahead(dayahead, site, upload_format(dayahead_path))]
+    for path, finding in findings:
+        print(f"{finding.severity.value}: {path}: {finding}", file=sys.stderr)
 
 
 def exit_code(status: str, violations: tuple[str, ...]) -> int:
@@ -139,11 +168,14 @@ def _raise_interrupt(signum: int, frame: object) -> None:
 def print_summary(result: Any, interval_h: float, out: TextIO) -> None:
     """The status, the cost breakdown, energy, SoC and plan quality per cabinet and the violations."""
     solver = result.solver
+    method = f"   method: {solver.method.value}" if solver.method is not None else ""
     print(
-        f"status: {result.status.value}   backend: {solver.backend}   build {solver.build_s:.3f} s, "
+        f"status: {result.status.value}{method}   backend: {solver.backend}   build {solver.build_s:.3f} s, "
         f"solve {solver.solve_s:.3f} s",
         file=out,
     )
+    if solver.lower_bound is not None and solver.gap_pct is not None:
+        print(f"lower bound: {solver.lower_bound:.2f}   gap: {solver.gap_pct:.4g} %", file=out)
     if solver.message:
         print(f"solver: {solver.message}", file=out)
     if result.status.value != "failed":

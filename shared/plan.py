@@ -14,6 +14,15 @@ from shared.timeutil import ensure_utc, format_utc
 UtcDateTime = Annotated[datetime, PlainSerializer(format_utc, return_type=str, when_used="json")]
 
 
+class DispatchMethod(StrEnum):
+    """How the dispatch is solved (docs/dispatch.md: methods): ``exact`` (the single LP), ``block_ipm``
+    (the certified block interior point for large sites) or ``auto`` (by size; a plan says which ran)."""
+
+    AUTO = "auto"
+    EXACT = "exact"
+    BLOCK_IPM = "block_ipm"
+
+
 class PlanStatus(StrEnum):
     OPTIMAL = "optimal"
     OPTIMAL_WITH_VIOLATIONS = "optimal_with_violations"
@@ -50,6 +59,12 @@ class SolverInfo(_Model):
     solve_s: float = 0.0  # every HiGHS run of the optimization, the second stage included
     stage2_s: float = 0.0  # the part of solve_s spent in the second stage (plan quality)
     message: str = ""
+    # The method that ran (never auto), a valid lower bound on the LP's optimum and the plan's gap to it
+    # [%, 100 (total - lower_bound) / max(|total|, 1)]; null in plans written before they existed, and the
+    # bound and gap null when no finite bound is known (a failed plan).
+    method: DispatchMethod | None = None
+    lower_bound: float | None = None
+    gap_pct: float | None = None
 
 
 class PlanQuality(_Model):

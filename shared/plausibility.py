@@ -157,7 +157,7 @@ def _cabinet_rating(site: SiteConfig, cabinet: CabinetConfig, where: str) -> lis
         return [_unit(f"{where}.{key}", message, ProbableUnit.W)]
     if c_rate < C_RATE_WH:
         message = (
-            f"{cabinet.capacity_kwh:g} kWh would take {1.0 / c_rate:.0f} h to charge at "
+            f"{cabinet.capacity_kwh:g} kWh would take {cabinet.capacity_kwh / rated_kw:.0f} h to charge at "
             f"{rated_kw:g} kW ({key})"
         )
         return [_unit(f"{where}.capacity_kwh", message, ProbableUnit.WH)]

@@ -17,6 +17,7 @@ from typing import Annotated, Literal, Self
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from shared.errors import ConfigError, Problem, pydantic_location
+from shared.plan import DispatchMethod
 from shared.units import ProbableUnit
 
 
@@ -163,6 +164,7 @@ class CentralSettings(_Strict):
     push_timeout_s: float = Field(default=2.0, gt=0.0)
     solver_time_limit_s: float = Field(default=30.0, gt=0.0)
     plan_smoothing: bool = True  # the dispatch's second stage (docs/dispatch.md: plan quality)
+    dispatch_method: DispatchMethod = DispatchMethod.AUTO  # exact / block_ipm / auto (docs/dispatch.md)
     # Keys below: see docs/central.md.
     telemetry_sample_every_s: float = Field(default=60.0, gt=0.0)  # simulated time
     telemetry_retention_days: float = Field(default=30.0, gt=0.0)

@@ -10,9 +10,10 @@ import pytest
 
 from central.dispatch import DispatchOptions, optimize, solve_dispatch
 from central.dispatch.aggregation import aggregate, group_identical
+from central.dispatch.feasibility import check_result
 from central.dispatch.inputs import build_inputs
 from lab.bench.dispatch import bench_site
-from shared.plan import Plan, PlanStatus
+from shared.plan import DispatchMethod, Plan, PlanStatus
 from tests.test_dispatch_hand import START, make_day, make_site
 
 BREAKDOWN = ("energy_cost", "export_revenue", "cycle_cost", "demand_charge", "imbalance_cost", "penalties")
@@ -112,13 +113,34 @@ def test_bad_initial_soc_gives_a_failed_plan_not_an_exception(live: dict[str, fl
 
 @pytest.mark.parametrize("backend", ["highspy", "pyomo"])
 @pytest.mark.parametrize("forbid", [False, True])
-def test_time_limit_gives_a_failed_plan_with_the_reason(backend: str, forbid: bool) -> None:
+def test_time_limit_of_the_forced_exact_method_gives_a_failed_plan_with_the_reason(
+    backend: str, forbid: bool
+) -> None:
     site, day = bench_site(30, 96)
-    options = DispatchOptions(backend=backend, time_limit_s=1e-3, forbid_simultaneous=forbid)  # type: ignore[arg-type]
+    options = DispatchOptions(
+        backend=backend,  # type: ignore[arg-type]
+        time_limit_s=1e-3,
+        forbid_simultaneous=forbid,
+        method=DispatchMethod.EXACT,
+    )
     plan = optimize(site, day, options=options)
     assert plan.status is PlanStatus.FAILED
     assert "time limit of 0.001 s" in plan.solver.message
     assert plan.solver.backend == backend
+    assert plan.solver.method is DispatchMethod.EXACT and plan.solver.lower_bound is None
+
+
+def test_time_limit_of_auto_gives_the_idle_plan_with_its_bound_not_nothing() -> None:
+    site, day = bench_site(30, 96)
+    options = DispatchOptions(time_limit_s=1e-3)  # auto: exact at this size, which cannot finish
+    result = solve_dispatch(site, day, options=options)
+    assert result.status is not PlanStatus.FAILED
+    assert "every cabinet idle" in result.solver.message and "time limit" in result.solver.message
+    np.testing.assert_array_equal(result.setpoint_kw, 0.0)
+    assert result.solver.method is DispatchMethod.EXACT
+    assert result.solver.lower_bound is not None and result.solver.gap_pct is not None
+    assert result.solver.lower_bound <= result.objective.total
+    assert check_result(build_inputs(site, day), result) == []
 
 
 def test_aggregation_of_per_unit_identical_cabinets_is_exact() -> None:

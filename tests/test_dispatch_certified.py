@@ -20,7 +20,6 @@ from central.dispatch.bounds import lagrangian_bound, trivial_bound
 from central.dispatch.certified import (
     CertifiedOptions,
     CertifiedResult,
-    DispatchMethod,
     StopReason,
     choose_method,
     solve_certified,
@@ -31,7 +30,7 @@ from central.dispatch.options import DispatchOptions
 from central.dispatch.recovery import recover
 from central.dispatch.result import evaluate
 from lab.bench.dispatch import bench_site
-from shared.plan import SolverInfo
+from shared.plan import DispatchMethod, SolverInfo
 from tests.certified_cases import Features, features_strategy, random_case
 
 GAP_TARGET_PCT = 1e-3

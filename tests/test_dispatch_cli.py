@@ -13,7 +13,7 @@ import pytest
 
 from ems.cli import main
 from lab.bench.dispatch import bench_site
-from shared.plan import Plan, PlanStatus
+from shared.plan import DispatchMethod, Plan, PlanStatus
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
@@ -92,7 +92,7 @@ def test_optimize_failed_solve_exits_1_and_still_writes_the_plan(
         "--day-ahead",
         str(EXAMPLES / "day-ahead.json"),
     ]
-    assert main([*args, "--out", str(out), "--time-limit-s", "1e-5"]) == 1
+    assert main([*args, "--out", str(out), "--time-limit-s", "1e-5", "--method", "exact"]) == 1
     assert "status: failed" in capsys.readouterr().out
     assert Plan.from_json(out.read_text(encoding="utf-8")).status is PlanStatus.FAILED
 
@@ -184,7 +184,15 @@ def test_optimize_stops_on_sigterm(tmp_path: Path) -> None:
     (tmp_path / "day.json").write_text(day.to_json(), encoding="utf-8")
     command = [sys.executable, "-m", "ems", "optimize", "--site", str(tmp_path / "site.toml")]
     process = subprocess.Popen(
-        [*command, "--day-ahead", str(tmp_path / "day.json"), "--out", str(tmp_path / "plan.json")],
+        [
+            *command,
+            "--day-ahead",
+            str(tmp_path / "day.json"),
+            "--out",
+            str(tmp_path / "plan.json"),
+            "--method",
+            "exact",
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -201,6 +209,47 @@ def test_optimize_stops_on_sigterm(tmp_path: Path) -> None:
     assert process.returncode == 130
     assert "interrupted" in err
     assert not (tmp_path / "plan.json").exists()
+
+
+def test_optimize_over_its_time_limit_writes_the_best_feasible_plan_with_its_gap(tmp_path: Path) -> None:
+    # 300 x 96 is block_ipm's size for auto; 0.3 s is far too short to reach the gap target, and the plan
+    # must still come: feasible, with its certified bound and gap.
+    site, day = bench_site(300, 96)
+    _write_site_toml(site, tmp_path / "site.toml")
+    (tmp_path / "day.json").write_text(day.to_json(), encoding="utf-8")
+    out = tmp_path / "plan.json"
+    files = ["--site", str(tmp_path / "site.toml"), "--day-ahead", str(tmp_path / "day.json")]
+    completed = subprocess.run(
+        [sys.executable, "-m", "ems", "optimize", *files, "--out", str(out), "--time-limit-s", "0.3"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert completed.returncode in (0, 3), completed.stderr
+    assert "method: block_ipm" in completed.stdout and "gap:" in completed.stdout
+    plan = Plan.from_json(out.read_text(encoding="utf-8"))
+    assert plan.status is not PlanStatus.FAILED and plan.solver.method is DispatchMethod.BLOCK_IPM
+    assert plan.solver.lower_bound is not None and plan.solver.gap_pct is not None
+    assert plan.solver.lower_bound <= plan.objective.total and plan.solver.gap_pct > 0
+    for cabinet in site.cabinets:
+        series = plan.cabinets[cabinet.id]
+        assert len(series.setpoint_kw) == day.steps and len(series.soc_pct) == day.steps
+        assert min(series.setpoint_kw) >= -cabinet.charge_limit_kw - 1e-6
+        assert max(series.setpoint_kw) <= cabinet.discharge_limit_kw + 1e-6
+        lowest = min(cabinet.soc_min_pct, day.initial_soc_pct.get(cabinet.id, 50.0))
+        highest = max(cabinet.soc_max_pct, day.initial_soc_pct.get(cabinet.id, 50.0))
+        assert lowest - 1e-6 <= min(series.soc_pct) and max(series.soc_pct) <= highest + 1e-6
+
+
+def test_optimize_prints_plausibility_warnings(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = json.loads((EXAMPLES / "day-ahead.json").read_text(encoding="utf-8"))
+    data["load_kw"] = [value * 1000.0 for value in data["load_kw"]]  # W where kW is meant
+    day = tmp_path / "day.json"
+    day.write_text(json.dumps(data), encoding="utf-8")
+    main(["optimize", "--site", str(EXAMPLES / "site.toml"), "--day-ahead", str(day)])
+    err = capsys.readouterr().err
+    assert f"warning: {day}: load_kw" in err
 
 
 def _example_args(*more: str) -> list[str]:

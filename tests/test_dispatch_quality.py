@@ -67,6 +67,15 @@ def test_random_sites_are_within_the_target_of_the_reference(seed: int) -> None:
     check_against_reference(site, day, solve_dispatch(site, day))
 
 
+@pytest.mark.parametrize("seed", range(12))
+def test_interior_point_polish_is_within_the_target_of_the_reference(seed: int) -> None:
+    # The opt-in faster second stage: cost within the tolerance, variation within the target.
+    site, day = random_case(seed)
+    result = solve_dispatch(site, day, options=DispatchOptions(polish=True))
+    check_against_reference(site, day, result)
+    assert "interior point polish" in result.solver.message or "minimised variation" in result.solver.message
+
+
 @pytest.mark.parametrize("seed", range(0, 30, 3))
 def test_backends_agree_on_the_second_stage(seed: int) -> None:
     # The lexicographic optimum is unique in value: same cost, same summed total variation.

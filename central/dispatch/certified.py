@@ -34,7 +34,7 @@ from central.dispatch.inputs import DispatchInputs
 from central.dispatch.options import DispatchOptions
 from central.dispatch.result import DispatchResult, evaluate
 from central.dispatch.solution import LpSolution
-from shared.plan import SolverInfo
+from shared.plan import DispatchMethod, SolverInfo
 
 log = logging.getLogger(__name__)
 
@@ -43,12 +43,6 @@ RECOVERY_RESIDUAL = 1e-2  # recover plans from iterates whose relative row resid
 MU_FLOOR = 1e-14  # complementarity below this share of the first iterate's: numerically at the end
 RECOVER_EVERY = 3  # recover a plan from every third iterate ...
 RECOVER_CLOSE = 20.0  # ... and from all once the iterate's cost is within this many gap targets of the bound
-
-
-class DispatchMethod(StrEnum):
-    AUTO = "auto"
-    EXACT = "exact"
-    BLOCK_IPM = "block_ipm"
 
 
 class StopReason(StrEnum):

@@ -16,10 +16,11 @@ from dataclasses import replace
 from datetime import UTC, datetime
 
 from central.dispatch import aggregation, highs_backend
+from central.dispatch.dispatch import solve_method
 from central.dispatch.inputs import DispatchInputError, DispatchInputs, build_inputs
 from central.dispatch.options import DispatchOptions
-from central.dispatch.result import DispatchResult, evaluate, failed_result
-from central.dispatch.solution import LpSolution, failed_solution
+from central.dispatch.result import DispatchResult, failed_result
+from central.dispatch.solution import LpSolution
 from central.dispatch.warm_start import WarmStart
 from shared.dayahead import DayAhead
 from shared.plan import Plan, SolverInfo
@@ -98,19 +99,7 @@ def solve_dispatch(
         solver = SolverInfo(backend=opts.backend, message=f"bad input: {exc}")
         return failed_result(tuple(site.cabinet_ids), dayahead.start, dayahead.interval_minutes, solver)
     inputs_s = time.perf_counter() - start_s
-    try:
-        solution = solve_inputs(inputs, opts, warm_start)
-    except Exception as exc:  # a bug must not take the central service down; it is logged in full
-        log.exception("dispatch optimization failed")
-        solution = failed_solution(f"internal error: {type(exc).__name__}: {exc}")
-    solver = SolverInfo(
-        backend=opts.backend,
-        build_s=inputs_s + solution.build_s,
-        solve_s=solution.solve_s,
-        stage2_s=solution.stage2_s,
-        message=solution.message,
-    )
-    return evaluate(inputs, solution, solver, opts.cost_tolerance_rel if opts.smoothing else 0.0)
+    return solve_method(inputs, opts, warm_start, solve_inputs, inputs_s)
 
 
 def solve_inputs(

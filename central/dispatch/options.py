@@ -12,6 +12,8 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
+from shared.plan import DispatchMethod
+
 Backend = Literal["highspy", "pyomo"]
 LpAlgorithm = Literal["simplex", "ipm", "choose"]
 BACKENDS: tuple[Backend, ...] = ("highspy", "pyomo")
@@ -38,6 +40,18 @@ class DispatchOptions:
       the plan is the LP's first optimal vertex.
     - ``cost_tolerance_rel``: how far above the optimal cost [-, relative to ``max(|optimum|, 1)``] the
       second stage may go.
+    - ``method``: ``exact`` (the single LP), ``block_ipm`` (the certified block interior point for large
+      sites) or ``auto``: ``exact`` up to ``exact_max_cabinet_steps`` cabinets x intervals (after merging
+      per-unit identical cabinets), ``block_ipm`` above (docs/dispatch.md: choosing the method).
+      ``forbid_simultaneous`` (a MIP) always runs ``exact``.
+    - ``gap_target_pct``: ``block_ipm`` stops when its certified gap is at or below this [%].
+    - ``exact_max_cabinet_steps``: the size up to which ``auto`` runs ``exact``.
+    - ``in_worker``: run ``block_ipm`` in a worker process (the central service: its event loop, HTTP and
+      OPC UA stay responsive); otherwise in the calling thread.
+    - ``polish``: let the exact path's second stage be the interior point polish where it applies (no
+      previous plan, no current setpoints; docs/dispatch.md: plan quality): faster, within the cost
+      tolerance and near the smoothest plan, but not the lexicographic optimum of the plan-quality criteria
+      (so off by default).
     - ``interruptible``: let Ctrl-C stop HiGHS (``highspy`` backend). For command-line processes only: it
       takes the GIL at every simplex iteration, so with another busy Python thread (a service's event loop)
       the solve slows down by orders of magnitude. Off, HiGHS runs without touching the GIL.
@@ -54,6 +68,11 @@ class DispatchOptions:
     smoothing: bool = True
     cost_tolerance_rel: float = 1e-6
     interruptible: bool = False
+    method: DispatchMethod = DispatchMethod.AUTO
+    gap_target_pct: float = 0.01
+    exact_max_cabinet_steps: int = 12_000
+    in_worker: bool = False
+    polish: bool = False
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
@@ -68,6 +87,12 @@ class DispatchOptions:
             )
         if not (math.isfinite(self.cost_tolerance_rel) and 0.0 <= self.cost_tolerance_rel < 1.0):
             raise ValueError(f"cost_tolerance_rel must be in [0, 1), got {self.cost_tolerance_rel!r}")
+        if not isinstance(self.method, DispatchMethod):
+            raise ValueError(f"method must be one of auto, exact, block_ipm, got {self.method!r}")
+        if not (math.isfinite(self.gap_target_pct) and self.gap_target_pct >= 0):
+            raise ValueError(f"gap_target_pct must be a number >= 0, got {self.gap_target_pct!r}")
+        if self.exact_max_cabinet_steps < 0:
+            raise ValueError(f"exact_max_cabinet_steps must be >= 0, got {self.exact_max_cabinet_steps!r}")
         if not 1 <= self.threads <= 64:
             raise ValueError(f"threads must be 1-64, got {self.threads!r}")
 

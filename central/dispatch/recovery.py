@@ -256,6 +256,8 @@ def site_inputs(x: DispatchInputs, net_cabinet_kw: FloatArray) -> DispatchInputs
         initial_soc_pct=empty,
         cycle_cost_per_kwh=empty,
         load_kw=x.load_kw - net_cabinet_kw,
+        previous_setpoint_kw=None,
+        current_setpoint_kw=None,
     )
 
 
@@ -268,6 +270,7 @@ def recover(
 ) -> LpSolution | None:
     """A feasible solution of the LP near the proposed schedules; None if none was found (the site LP failed,
     or discharge could not be brought under the export limit)."""
+    options = dataclasses.replace(options, smoothing=False)  # the site LP has no cabinet to smooth
     charge, discharge = feasible_schedules(x, charge, discharge, keep_simultaneous)
     for _ in range(REPAIR_ROUNDS):
         discharge, fits_export = _cap_export(x, charge, discharge)

@@ -91,7 +91,9 @@ class Optimizer(Protocol):
 class DispatchOptimizer:
     """The economic dispatch LP of docs/interfaces.md: economic dispatch (``central.dispatch``), with the
     second stage when ``[central] plan_smoothing``: among the cost-optimal plans, the one closest to
-    ``previous_plan`` (the plan the edges run), then the smoothest from ``current_setpoint_kw``.
+    ``previous_plan`` (the plan the edges run), then the smoothest from ``current_setpoint_kw``. The method
+    is ``[central] dispatch_method``; ``block_ipm`` (a large site) runs in a worker process, the exact LP in
+    the calling thread (HiGHS releases the GIL).
 
     It keeps the first-stage basis of the last few plans it made, and a re-plan of one of them starts HiGHS
     from that basis shifted onto the new horizon (measured with ``ems bench replan``: the first stage needs
@@ -124,7 +126,12 @@ class DispatchOptimizer:
         result = solve_dispatch(
             site,
             dayahead,
-            options=DispatchOptions(time_limit_s=time_limit_s, smoothing=site.central.plan_smoothing),
+            options=DispatchOptions(
+                time_limit_s=time_limit_s,
+                smoothing=site.central.plan_smoothing,
+                method=site.central.dispatch_method,
+                in_worker=True,  # block_ipm in a process: the service's event loop keeps the GIL
+            ),
             initial_soc_pct=initial_soc_pct,
             final_soc_min_pct=final_soc_min_pct,
             previous_plan=previous_plan,
