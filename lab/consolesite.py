@@ -10,13 +10,18 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import os
+import sys
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import TracebackType
-from typing import TypeVar
+from typing import Any, TypeVar
+
+import httpx
 
 from central.service.app import CentralService, ServiceConfig
 from central.service.tokens import ApiRole, add_token
@@ -73,7 +78,10 @@ class ConsoleSite:
         speed: float = 60.0,
         start: datetime | None = None,
         reoptimize_every_minutes: float = 1440.0,
+        central_process: bool = False,
     ) -> None:
+        """``central_process``: run the central as its own ``ems central`` process (its CPU is then
+        measurable apart from the simulators and edges; :attr:`service` stays None)."""
         self.directory = directory
         path = directory / "site.toml"
         path.write_text(console_site_toml(directory, cabinets, reoptimize_every_minutes), encoding="utf-8")
@@ -98,9 +106,15 @@ class ConsoleSite:
         self._thread: threading.Thread | None = None
         self.service: CentralService | None = None
         self.local: LocalSite | None = None
+        self.central_process = central_process
+        self.central_pid: int | None = None
+        host, port = self.site.central.http_address.rsplit(":", 1)
+        self._process_url = f"http://{host}:{port}"
 
     @property
     def url(self) -> str:
+        if self.central_process:
+            return self._process_url
         if self.service is None:
             raise RuntimeError("the site is not running")
         return self.service.url
@@ -135,6 +149,12 @@ class ConsoleSite:
         future: concurrent.futures.Future[T] = asyncio.run_coroutine_threadsafe(run(), loop)
         return future.result(timeout_s)
 
+    def submit(self, coroutine: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
+        """Run ``coroutine`` on the site's event loop (a background task)."""
+        if self._loop is None:
+            raise RuntimeError("the site is not running")
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop)
+
     def _main(self) -> None:
         try:
             asyncio.run(self._run())
@@ -162,6 +182,9 @@ class ConsoleSite:
         config = ServiceConfig.from_site(self.site, env)
         async with LocalSite(self.site, self.clock, self.directory) as local:
             self.local = local
+            if self.central_process:
+                await self._run_process(env)
+                return
             while not self._stop.is_set():
                 async with CentralService(self.site, self.clock, config) as service:
                     self.service = service
@@ -179,3 +202,42 @@ class ConsoleSite:
                 self._restart.clear()
                 if not self._stop.is_set():
                     await asyncio.sleep(self._down_s)
+
+    async def _run_process(self, env: dict[str, str]) -> None:
+        assert self._stop is not None
+        command = [sys.executable, "-m", "ems", "central", "--site", str(self.site_path)]
+        command += ["--clock", self.clock.spec()]
+        log_file = (self.directory / "central.log").open("wb")
+        process = await asyncio.create_subprocess_exec(
+            *command, env={**os.environ, **env}, stdout=log_file, stderr=asyncio.subprocess.STDOUT
+        )
+        self.central_pid = process.pid
+        try:
+            await self._wait_serving()
+            self._ready.set()
+            await self._stop.wait()
+        finally:
+            if process.returncode is None:
+                process.terminate()
+                try:
+                    await asyncio.wait_for(process.wait(), 30.0)
+                except TimeoutError:
+                    process.kill()
+                    await process.wait()
+            log_file.close()
+
+    async def _wait_serving(self) -> None:
+        deadline = time.monotonic() + START_TIMEOUT_S / 2
+        async with httpx.AsyncClient(base_url=self._process_url, timeout=5.0) as client:
+            while True:
+                try:
+                    answer = await client.get("/api/v1/cabinets")
+                    if answer.status_code == 200 and all(c["connected"] for c in answer.json()):
+                        return
+                except httpx.HTTPError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise RuntimeError(
+                        f"the central did not serve with every edge connected ({self.directory})"
+                    )
+                await asyncio.sleep(0.1)

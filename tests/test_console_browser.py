@@ -80,8 +80,8 @@ def open_console(browser: WebDriver, site: ConsoleSite, token: str | None) -> No
     if token is not None:
         browser.execute_script("sessionStorage.setItem('hybrid-ems-token', arguments[0])", token)
     browser.get(site.url + "/")
-    wait_for(lambda: browser.find_element(By.ID, "stream-banner").get_attribute("hidden") is not None
-             and browser.find_element(By.ID, "stream-state").text == "live", 20.0, "the stream is live")  # fmt: skip
+    wait_for(lambda: browser.find_element(By.ID, "stream-state").text == "live", 20.0, "the stream is live")
+    assert browser.find_element(By.ID, "stream-banner").get_attribute("hidden") is not None
 
 
 def card_state(browser: WebDriver, cabinet_id: str) -> str:

@@ -204,7 +204,12 @@
     fillSelects();
     renderCabinets();
     renderSiteNow();
+    mark("ems:snapshot-rendered");
     loadDay();
+  }
+
+  function mark(name) { // first occurrence only: read by `ems bench console`
+    if (window.performance && performance.mark && !performance.getEntriesByName(name).length) performance.mark(name);
   }
 
   function updateCabinet(id, changes) {
@@ -372,6 +377,7 @@
     if (answer.body.now) state.now = ms(answer.body.now);
     renderDay();
     renderSiteNow();
+    if (answer.body.latest_plan) mark("ems:day-rendered");
   }
 
   function recordActual(id, t) {

@@ -29,6 +29,14 @@ const Charts = (() => {
     return [lo - (lo < 0 ? pad : 0), hi + pad];
   }
 
+  /* [lo, hi, step] rounded outwards to a 1-2-5 step, about 4 steps. */
+  function nice([lo, hi]) {
+    const raw = (hi - lo) / 4;
+    const mag = 10 ** Math.floor(Math.log10(raw));
+    const step = [1, 2, 5, 10].map((f) => f * mag).find((s) => s >= raw) || raw;
+    return [Math.floor(lo / step) * step, Math.ceil(hi / step) * step, step];
+  }
+
   function path(points, x, y, step, endT) {
     let d = "";
     let pen = false;
@@ -55,21 +63,22 @@ const Charts = (() => {
     container.textContent = "";
     const width = Math.max(320, container.clientWidth || 600);
     const height = spec.height || 200;
-    const m = { l: 44, r: 44, t: 8, b: 18 };
+    const m = { l: 44, r: 44, t: 16, b: 18 };
     const svg = el("svg", { viewBox: `0 0 ${width} ${height}`, role: "img" }, container);
     if (spec.title) el("title", {}, svg).textContent = spec.title;
     const span = Math.max(1, spec.t1 - spec.t0);
     const x = (t) => m.l + ((t - spec.t0) / span) * (width - m.l - m.r);
-    const left = range(spec.series, "left") || [0, 1];
+    const left = nice(range(spec.series, "left") || [0, 1]);
     const right = range(spec.series, "right");
     const yOf = ([lo, hi]) => (v) => height - m.b - ((v - lo) / (hi - lo)) * (height - m.t - m.b);
     const yl = yOf(left);
     const yr = right ? yOf(right) : null;
     const grid = el("g", { stroke: "#edf2f7" }, svg);
-    for (let i = 0; i <= 4; i += 1) {
-      const v = left[0] + ((left[1] - left[0]) * i) / 4;
+    for (let v = left[0]; v <= left[1] + left[2] / 2; v += left[2]) {
       el("line", { x1: m.l, x2: width - m.r, y1: yl(v), y2: yl(v) }, grid);
-      el("text", { x: m.l - 4, y: yl(v) + 3, "text-anchor": "end" }, svg).textContent = v.toFixed(0);
+      el("text", { x: m.l - 4, y: yl(v) + 3, "text-anchor": "end" }, svg).textContent = String(Math.round(v));
+    }
+    for (let i = 0; i <= 4; i += 1) {
       if (right && yr) {
         const w = right[0] + ((right[1] - right[0]) * i) / 4;
         el("text", { x: width - m.r + 4, y: yr(w) + 3 }, svg).textContent = w.toFixed(3);
@@ -85,8 +94,8 @@ const Charts = (() => {
       el("line", { x1: x(t), x2: x(t), y1: m.t, y2: height - m.b, stroke: "#f1f3f6" }, grid);
       el("text", { x: x(t), y: height - 4, "text-anchor": "middle" }, svg).textContent = hhmm(t);
     }
-    if (spec.leftLabel) el("text", { x: 2, y: m.t + 8 }, svg).textContent = spec.leftLabel;
-    if (spec.rightLabel) el("text", { x: width - 2, y: m.t + 8, "text-anchor": "end" }, svg).textContent = spec.rightLabel;
+    if (spec.leftLabel) el("text", { x: 2, y: 10 }, svg).textContent = spec.leftLabel;
+    if (spec.rightLabel) el("text", { x: width - 2, y: 10, "text-anchor": "end" }, svg).textContent = spec.rightLabel;
     for (const marker of spec.markers || []) {
       const line = el("line", {
         x1: x(marker.t), x2: x(marker.t), y1: m.t, y2: height - m.b,
