@@ -380,16 +380,20 @@
     if (answer.body.latest_plan) mark("ems:day-rendered");
   }
 
-  function recordActual(id, t) {
+  let lastActualAt = -Infinity;
+  function recordActual(id, t) { // live points between the stored samples: every cabinet at once
     const day = state.day;
-    if (!day || !day.actual || !day.actual[id]) return;
-    const series = day.actual[id];
-    const last = series.at.length ? ms(series.at[series.at.length - 1]) : -Infinity;
+    if (!day || !day.actual) return;
     const at = ms(t.at);
-    if (at - last < 60000) return;
-    series.at.push(t.at);
-    series.power_kw.push(t.active_power_kw);
-    series.soc_pct.push(t.soc_pct);
+    if (at - lastActualAt < 60000) return;
+    lastActualAt = at;
+    for (const c of state.cabinets.values()) {
+      const series = day.actual[c.cabinet_id];
+      if (!series || !c.telemetry) continue;
+      series.at.push(t.at);
+      series.power_kw.push(c.telemetry.active_power_kw);
+      series.soc_pct.push(c.telemetry.soc_pct);
+    }
     renderDaySoon();
   }
 
@@ -412,18 +416,19 @@
     return lists[0].map((_, i) => lists.reduce((acc, l) => acc + (l[i] || 0), 0));
   }
 
-  function siteActual(day, key, weights) {
+  function siteActual(day, key, weights) { // only times at which every cabinet has a value
+    const count = Object.keys(day.actual).length;
     const byTime = new Map();
     for (const [id, s] of Object.entries(day.actual)) {
       s.at.forEach((at, i) => {
         const t = Math.round(ms(at) / 60000) * 60000;
-        const acc = byTime.get(t) || { v: 0, w: 0 };
+        const acc = byTime.get(t) || { v: 0, w: 0, n: 0 };
         const w = weights ? weights[id] : 1;
-        acc.v += s[key][i] * w; acc.w += w;
+        acc.v += s[key][i] * w; acc.w += w; acc.n += 1;
         byTime.set(t, acc);
       });
     }
-    return [...byTime.entries()].sort((a, b) => a[0] - b[0]).map(([t, a]) => [t, weights ? a.v / a.w : a.v]);
+    return [...byTime.entries()].filter(([, a]) => a.n === count).sort((a, b) => a[0] - b[0]).map(([t, a]) => [t, weights ? a.v / a.w : a.v]);
   }
 
   function renderDay() {
@@ -461,7 +466,9 @@
     const actualSoc = scope
       ? (day.actual[scope] ? day.actual[scope].at.map((a, i) => [ms(a), day.actual[scope].soc_pct[i]]) : [])
       : siteActual(day, "soc_pct", capacity);
-    const markers = day.plans.filter((p, i) => i > 0).map((p) => ({ t: ms(p.stored_at), title: `${p.plan_id} (${p.trigger})` }));
+    // Re-plans: uploads and manual ones as lines, the scheduled ones as ticks on the top edge.
+    const markers = day.plans.filter((p, i) => i > 0)
+      .map((p) => ({ t: ms(p.stored_at), title: `${p.plan_id} (${p.trigger})`, tick: p.trigger === "schedule" }));
     const latest = day.latest_plan;
     const dayahead = day.dayahead_plan;
     box.setAttribute("data-plan-id", latest ? latest.plan_id : "");

@@ -98,8 +98,8 @@ const Charts = (() => {
     if (spec.rightLabel) el("text", { x: width - 2, y: 10, "text-anchor": "end" }, svg).textContent = spec.rightLabel;
     for (const marker of spec.markers || []) {
       const line = el("line", {
-        x1: x(marker.t), x2: x(marker.t), y1: m.t, y2: height - m.b,
-        stroke: "#b7791f", "stroke-dasharray": "2 3", class: "replan",
+        x1: x(marker.t), x2: x(marker.t), y1: m.t - (marker.tick ? 6 : 0), y2: marker.tick ? m.t : height - m.b,
+        stroke: "#b7791f", "stroke-dasharray": marker.tick ? "" : "2 3", class: "replan",
       }, svg);
       el("title", {}, line).textContent = marker.title;
     }
