@@ -266,7 +266,7 @@ class EventHub:
         if not last_event_id:
             return Resume(None)
         boot, _, seq_text = last_event_id.strip().rpartition("-")
-        if boot != self.boot or not seq_text.isdigit():
+        if boot != self.boot or not (seq_text.isascii() and seq_text.isdigit() and len(seq_text) <= 18):
             return Resume(None)
         seq = int(seq_text)
         if seq > self._seq:
