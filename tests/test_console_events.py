@@ -9,6 +9,7 @@ import re
 import time
 import tomllib
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -18,11 +19,22 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from central.service.app import CentralService
 from central.service.console_api import console_dir
 from central.service.events import CabinetState, EventHub, EventKind, cabinet_state
+from central.service.tokens import ApiRole, add_token, revoke_token
 from shared.clock import SimulatedClock
 from shared.edge_api import EdgeMode, EdgeTelemetry
-from tests.test_central_api import AUTH, DAY_START, SiteFiles, example_json, make_site, post_json, running
+from tests.test_central_api import (
+    AUTH,
+    DAY_START,
+    SiteFiles,
+    example_json,
+    make_site,
+    post_json,
+    running,
+    service_config,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -301,3 +313,38 @@ async def _eventually_async(fetch: Any, condition: Any, timeout_s: float = 20.0)
     while not condition(await fetch()):
         assert time.monotonic() < deadline, "condition not met in time"
         await asyncio.sleep(0.05)
+
+
+async def test_where_reads_need_a_token_a_revoked_token_ends_the_stream(
+    files: SiteFiles, tmp_path: Path
+) -> None:
+    tokens_file = tmp_path / "tokens.toml"
+    _, viewer = add_token(tokens_file, "wall-screen", ApiRole.VIEWER)
+    config = replace(
+        service_config(files, tmp_path / "c.sqlite3"), read_token_required=True, tokens_file=tokens_file
+    )
+    clock = SimulatedClock(DAY_START + timedelta(minutes=1), 60.0)
+    async with (
+        CentralService(files.site, clock, config) as svc,
+        httpx.AsyncClient(base_url=svc.url, timeout=30.0) as client,
+    ):
+        assert (await client.get("/api/v1/whoami")).status_code == 401
+        denied = await client.get("/api/v1/stream")
+        assert denied.status_code == 401
+        bearer = {"Authorization": f"Bearer {viewer}"}
+        assert (await client.get("/api/v1/whoami", headers=bearer)).json()["role"] == "viewer"
+        # The browser's way: a cookie from POST /api/v1/stream-cookie, then the stream without a header.
+        assert (await client.post("/api/v1/stream-cookie", headers=bearer)).status_code == 204
+        async with client.stream("GET", "/api/v1/stream") as response:
+            assert response.status_code == 200
+            events = sse_events(response)
+            _, first = await anext(events)
+            assert first["type"] == "snapshot"
+            await asyncio.to_thread(revoke_token, tokens_file, "wall-screen")
+            async with asyncio.timeout(30):
+                async for _, data in events:
+                    if data["type"] == "end":
+                        assert data["reason"] == "token revoked"
+                        break
+        await _eventually(lambda: svc.events.subscribers == 0, 10.0)  # the stream let go of its queue
+        assert (await client.get("/api/v1/stream", headers=bearer)).status_code == 401

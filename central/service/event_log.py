@@ -105,24 +105,16 @@ class EventLog:
     ) -> list[EventRecord]:
         """The newest ``limit`` records, newest first, optionally of some kinds, of one cabinet, and
         older than ``before_seq`` (paging)."""
-        where, params = ["1 = 1"], []  # type: list[str], list[object]
-        if kinds:
-            where.append(f"kind IN ({', '.join('?' for _ in kinds)})")
-            params.extend(k.value for k in kinds)
-        if cabinet_id is not None:
-            where.append("cabinet_id = ?")
-            params.append(cabinet_id)
-        if before_seq is not None:
-            where.append("seq < ?")
-            params.append(before_seq)
-        params.append(limit)
+        kind_values = json.dumps([k.value for k in kinds])
+        params = (len(kinds), kind_values, cabinet_id, cabinet_id, before_seq, before_seq, limit)
         sql = (
-            "SELECT seq, at, kind, cabinet_id, data_json FROM events WHERE "  # nosec B608
-            + " AND ".join(where)
-            + " ORDER BY seq DESC LIMIT ?"
+            "SELECT seq, at, kind, cabinet_id, data_json FROM events"
+            " WHERE (? = 0 OR kind IN (SELECT value FROM json_each(?)))"
+            " AND (? IS NULL OR cabinet_id = ?) AND (? IS NULL OR seq < ?)"
+            " ORDER BY seq DESC LIMIT ?"
         )
         with self._lock:
-            rows = self._conn.execute(sql, tuple(params)).fetchall()
+            rows = self._conn.execute(sql, params).fetchall()
         return [_record(row) for row in rows]
 
     def prune(self, now: datetime) -> int:
