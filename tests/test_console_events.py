@@ -275,6 +275,8 @@ async def test_page_and_docs_load_nothing_from_outside(files: SiteFiles, tmp_pat
         page = await client.get("/")
         assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
         assert not EXTERNAL.search(page.text)
+        policy = page.headers["content-security-policy"]
+        assert "default-src 'self'" in policy and "connect-src 'self'" in policy
         assets = re.findall(r"""(?:src|href)="(/[^"]+)\"""", page.text)
         assert "/console/app.js" in assets and "/console/app.css" in assets
         for asset in assets:

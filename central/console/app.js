@@ -90,7 +90,6 @@
       state.cookieTimer = setInterval(() => api("/api/v1/stream-cookie", { method: "POST" }), COOKIE_REFRESH_MS);
     }
     connect();
-    loadEvents();
   }
 
   function stop() {
@@ -206,6 +205,7 @@
     renderSiteNow();
     mark("ems:snapshot-rendered");
     loadDay();
+    loadEvents(); // a (re)connection may have missed some
   }
 
   function mark(name) { // first occurrence only: read by `ems bench console`
@@ -511,8 +511,12 @@
     if ((kind && event.type !== kind) || (cab && event.cabinet_id !== cab)) return;
     state.events.unshift(event);
     if (state.events.length > MAX_EVENTS) state.events.length = MAX_EVENTS;
-    renderEvents();
+    if (!eventsRenderPending) {
+      eventsRenderPending = true;
+      requestAnimationFrame(() => { eventsRenderPending = false; renderEvents(); });
+    }
   }
+  let eventsRenderPending = false;
 
   function describe(e) {
     switch (e.type) {
