@@ -41,6 +41,7 @@ def new_browser() -> WebDriver:
     options.binary_location = CHROMIUM
     for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1600,1000"):
         options.add_argument(argument)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     service = webdriver.ChromeService(executable_path=CHROMEDRIVER)
     return webdriver.Chrome(options=options, service=service)
 
@@ -207,6 +208,9 @@ def test_a_viewer_sees_no_actions(site: ConsoleSite, browser: WebDriver) -> None
     wait_for(lambda: "viewer" in browser.find_element(By.ID, "who").text, 10.0, "whoami")
     wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, "#cabinets .card"), 10.0, "cards")
     assert not visible(browser.find_element(By.ID, "actions"))
+    # The page broke no rule of its Content-Security-Policy and loaded nothing that failed.
+    problems = [e["message"] for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+    assert not [m for m in problems if "Content Security Policy" in m or "net::" in m], problems
     assert not [
         b
         for b in browser.find_elements(By.CSS_SELECTOR, "button")
