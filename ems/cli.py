@@ -89,6 +89,7 @@ BENCHES: tuple[Command, ...] = (
     Command("push", "lab.bench.push", Extra.LAB, "OPC UA push and telemetry latency to N edges"),
     Command("upload", "lab.bench.upload", Extra.LAB, "time from an upload to every edge running it"),
     Command("footprint", "lab.bench.footprint", Extra.LAB, "memory, CPU and start time of one role"),
+    Command("console", "lab.bench.console", Extra.LAB, "operator console: first render, live latency, CPU"),
 )
 
 

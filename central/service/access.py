@@ -128,6 +128,18 @@ class ApiAccess:
 
         return dependency
 
+    def identify(self) -> Callable[[Request], Awaitable[Principal | None]]:
+        """A FastAPI dependency: the principal of the bearer token sent (401 for a wrong one); without a
+        token None where reads are open, else 401."""
+        viewer = self.require(ApiRole.VIEWER)
+
+        async def dependency(request: Request) -> Principal | None:
+            if self._bearer(request) is None and not self.read_token_required:
+                return None
+            return await viewer(request)
+
+        return dependency
+
     def stream_reader(self) -> Callable[[Request], Awaitable[Principal | None]]:
         """A FastAPI dependency for the event stream, a read: open when reads are, else a viewer's bearer
         token or the cookie of ``POST /api/v1/stream-cookie`` (``EventSource`` cannot send headers)."""

@@ -36,6 +36,7 @@ from central.service.access import AuditMiddleware, audit_note, client_address
 from central.service.api_access import access_router
 from central.service.audit import AuditAction
 from central.service.auth import Principal
+from central.service.console_api import install_console
 from central.service.health import findings
 from central.service.http_errors import UnhandledErrors
 from central.service.state import RunResult, RunTrigger, UploadOutcome
@@ -85,6 +86,8 @@ def create_app(service: CentralService) -> FastAPI:
         title="hybrid-ems central service",
         version=__version__,
         description="Day-ahead upload, plans, edge status and metrics of one battery storage site.",
+        docs_url=None,  # served by the console's router with Swagger UI from the package (offline)
+        redoc_url=None,
     )
     wait_s = service.site.central.solver_time_limit_s + service.site.central.push_timeout_s + WAIT_MARGIN_S
     body_timeout_s = service.site.central.http_body_timeout_s
@@ -93,6 +96,7 @@ def create_app(service: CentralService) -> FastAPI:
     app.add_middleware(UnhandledErrors, count=service.metrics.http_error)
     app.add_middleware(AuditMiddleware, trail=access.trail)
     app.include_router(access_router(access, service.audit_log, service.config.tokens_file))
+    install_console(app, service)
     read = [Depends(access.reader())]
     operator = Depends(access.require(ApiRole.OPERATOR, AuditAction.RESET_INTERLOCK))
     auth_errors: dict[int | str, dict[str, Any]] = {

@@ -27,6 +27,9 @@ from central.service.audit import AuditLog, AuditTrail
 from central.service.auth import LegacyToken, TokenVerifier
 from central.service.config import API_TOKEN_ENV as API_TOKEN_ENV  # re-exported: the Python API
 from central.service.config import ServiceConfig as ServiceConfig
+from central.service.console_feed import ConsoleFeed
+from central.service.event_log import EventLog, EventRecorder
+from central.service.events import EventHub
 from central.service.health import HealthSnapshot, findings
 from central.service.http_server import listen, serve_http
 from central.service.intake import check_timing
@@ -87,6 +90,9 @@ class CentralService:
         self._fleet: Fleet | None = None
         self._jobs: CentralJobs | None = None
         self._queue: PlanQueue | None = None
+        self._event_log: EventLog | None = None
+        self._events: EventHub | None = None
+        self._feed: ConsoleFeed | None = None
         self._http_port = config.http_port
         self._stopped = asyncio.Event()
         self._upload_lock = asyncio.Lock()
@@ -144,6 +150,19 @@ class CentralService:
         )
         await asyncio.to_thread(self.state.restore, store)
         self._log_restored()
+        # The console's live events and their history (persisted by a writer task, off the event loop).
+        event_log = await asyncio.to_thread(
+            EventLog, self.config.database_path, self.site.central.telemetry_retention_days
+        )
+        stack.callback(event_log.close)
+        self._event_log = event_log
+        recorder = EventRecorder(event_log)
+        recorder.start()
+        stack.push_async_callback(recorder.stop)
+        hub = EventHub(self.clock, record=recorder.record)
+        self._events = hub
+        self._feed = ConsoleFeed(hub)
+        self.state.observer = self._feed
 
         if not self.config.opcua_password:
             variable = self.site.opcua.central_password_env
@@ -151,9 +170,17 @@ class CentralService:
                 f"environment variable {variable} (the central's OPC UA password, see `ems certs`) is not set"
             )
             raise ConfigError("environment", [Problem("opcua.central_password_env", problem)])
-        fleet = EdgeFleet(self.site, self.clock, self.config.opcua_username, self.config.opcua_password)
+        fleet = EdgeFleet(
+            self.site,
+            self.clock,
+            self.config.opcua_username,
+            self.config.opcua_password,
+            on_telemetry=hub.on_telemetry,
+        )
         live_fleet: Fleet = await stack.enter_async_context(fleet)
         self._fleet = live_fleet
+        hub.start(live_fleet.connected)
+        stack.push_async_callback(hub.stop)
 
         planner = Planner(
             site=self.site,
@@ -252,6 +279,18 @@ class CentralService:
         if self._audit_log is None:
             raise RuntimeError("the service is not running")
         return self._audit_log
+
+    @property
+    def events(self) -> EventHub:
+        if self._events is None:
+            raise RuntimeError("the service is not running")
+        return self._events
+
+    @property
+    def event_log(self) -> EventLog:
+        if self._event_log is None:
+            raise RuntimeError("the service is not running")
+        return self._event_log
 
     @property
     def fleet(self) -> Fleet:
@@ -377,7 +416,11 @@ class CentralService:
         except EdgeUnreachableError as exc:
             self.metrics.reset(cabinet_id, "unreachable")
             log.warning("reset-interlock of %s asked by %s: not sent: %s", cabinet_id, requested_by, exc)
+            if self._feed is not None:
+                self._feed.reset(cabinet_id, requested_by, None, f"not sent: {exc}")
             raise
+        if self._feed is not None:
+            self._feed.reset(cabinet_id, requested_by, decision, "")
         result = "accepted" if decision.accepted else "refused"
         self.metrics.reset(cabinet_id, result)
         log.info(

@@ -186,6 +186,7 @@ class PlanQueue:
         for old in claim.superseded:
             log.info("upload %s superseded by %s before its optimization started", old, claim.upload_id)
             outcome = UploadOutcome(old, UploadPlanning.SUPERSEDED, None, claim.upload_id)
+            self._state.upload_superseded(old, claim.upload_id)
             for future in self._upload_waiters.pop(old, []):
                 if not future.done():
                     future.set_result(outcome)

@@ -11,6 +11,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
+from typing import Protocol
 
 from central.service.store import PushRecord, Store, StoredPlan, StoredUpload, UploadPlanning
 
@@ -80,10 +81,25 @@ class JobStatus:
     last_message: str = ""
 
 
+class StateObserver(Protocol):
+    """Told of every change of the state (the console's event hub); called on the event loop, quick."""
+
+    def upload_set(self, upload: StoredUpload) -> None: ...
+
+    def upload_superseded(self, upload_id: str, superseded_by: str | None) -> None: ...
+
+    def plan_set(self, plan: StoredPlan) -> None: ...
+
+    def run_finished(self, result: RunResult) -> None: ...
+
+    def pushes_recorded(self, records: list[PushRecord]) -> None: ...
+
+
 class ServiceState:
     """The in-memory view of the service."""
 
     def __init__(self) -> None:
+        self.observer: StateObserver | None = None
         self.upload: StoredUpload | None = None
         self.plan: StoredPlan | None = None
         self.last_run: RunResult | None = None
@@ -100,16 +116,29 @@ class ServiceState:
 
     def set_upload(self, upload: StoredUpload) -> None:
         self.upload = upload
+        if self.observer is not None:
+            self.observer.upload_set(upload)
+
+    def upload_superseded(self, upload_id: str, superseded_by: str | None) -> None:
+        if self.observer is not None:
+            self.observer.upload_superseded(upload_id, superseded_by)
 
     def set_plan(self, plan: StoredPlan) -> None:
         self.plan = plan
+        if self.observer is not None:
+            self.observer.plan_set(plan)
 
     def set_last_run(self, result: RunResult) -> None:
         self.last_run = result
+        if self.observer is not None:
+            self.observer.run_finished(result)
 
     def record_push(self, records: Iterable[PushRecord]) -> None:
-        for record in records:
+        recorded = list(records)
+        for record in recorded:
             self._push[record.cabinet_id] = record
+        if self.observer is not None:
+            self.observer.pushes_recorded(recorded)
 
     def job_started(self, name: str, at: datetime) -> None:
         job = self._jobs.setdefault(name, JobStatus(name))

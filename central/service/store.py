@@ -252,6 +252,23 @@ class Store:
         )
         return _plan(rows[0]) if rows else None
 
+    def first_plan_for(self, upload_id: str) -> StoredPlan | None:
+        """The first usable plan of an upload (its day-ahead plan, before any re-plan)."""
+        rows = self._query(
+            "SELECT plan_json, upload_id, trigger, stored_at FROM plans WHERE upload_id = ? AND status != ?"
+            " ORDER BY seq ASC LIMIT 1",
+            (upload_id, PlanStatus.FAILED.value),
+        )
+        return _plan(rows[0]) if rows else None
+
+    def plan_times_for(self, upload_id: str) -> list[tuple[str, str, datetime, datetime]]:
+        """Every plan of an upload, oldest first: plan id, trigger, stored at, plan start."""
+        rows = self._query(
+            "SELECT plan_id, trigger, stored_at, start FROM plans WHERE upload_id = ? ORDER BY seq ASC",
+            (upload_id,),
+        )
+        return [(str(r[0]), str(r[1]), parse_utc(str(r[2])), parse_utc(str(r[3]))) for r in rows]
+
     def has_usable_plan_for(self, upload_id: str) -> bool:
         rows = self._query(
             "SELECT 1 FROM plans WHERE upload_id = ? AND status != ? LIMIT 1",

@@ -67,6 +67,12 @@ def register(subparsers: Any) -> None:
         default=DEFAULT_OUT,
         help=f"output directory for the report, logs and state (default: {DEFAULT_OUT})",
     )
+    parser.add_argument(
+        "--console",
+        action="store_true",
+        help="print the operator console's URL and an operator token, and keep the console open after "
+        "the day until Ctrl+C (then the report is written)",
+    )
     parser.set_defaults(handler=run)
 
 
@@ -91,5 +97,6 @@ def run(args: argparse.Namespace) -> int:
         speed=args.speed,
         scenario=args.scenario,
         out_dir=args.out,
+        console=args.console,
     )
     return run_demo(options)

@@ -77,7 +77,8 @@ class LiveRun:
         self.expected: list[str] = []  # children that must be running now
         self.started_wall = time.monotonic()
         self.sim = SimControlClient(setup.site.sim.control_address)
-        self.central = CentralClient(f"http://{setup.site.central.http_address}", setup.api_token)
+        self.console_url = f"http://{setup.site.central.http_address}"
+        self.central = CentralClient(self.console_url, setup.api_token)
 
     async def run(self) -> None:
         try:
@@ -115,6 +116,11 @@ class LiveRun:
                 await observer.hold_until(window.start)
             await self._wait_for(CENTRAL, self.central.healthy)
             await self._wait_for("the central's sessions to the edges", self.central.all_edges_connected)
+            if setup.options.console:
+                self.display.message(
+                    f"operator console: {self.console_url}/  (operator token for its actions: "
+                    f"{setup.api_token})"
+                )
             if self.clock.now() >= window.start:
                 # The day would begin without a plan on the edges and the checks would judge the start-up,
                 # not the EMS: the runner starts again with a longer lead.

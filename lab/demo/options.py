@@ -45,6 +45,7 @@ class DemoOptions:
     site: SiteConfig
     dayahead: DayAhead  # the demo window: the first ``hours`` of the file
     speed: float  # simulated seconds per wall second
+    console: bool = False  # print the operator console's URL and token; keep it open after the day
 
     @property
     def window_s(self) -> float:
@@ -58,6 +59,7 @@ def resolve_options(
     speed: float | None,
     scenario: str,
     out_dir: Path,
+    console: bool = False,
 ) -> DemoOptions:
     """Validate everything; raise :class:`InputError` with one line per problem."""
     if scenario not in SCENARIOS:
@@ -95,7 +97,9 @@ def resolve_options(
         )
     check_out_dir(out_dir)
     # Absolute: the children run with the output directory as their working directory.
-    return DemoOptions(site_path, dayahead_path, out_dir.resolve(), scenario_obj, site, window, chosen_speed)
+    return DemoOptions(
+        site_path, dayahead_path, out_dir.resolve(), scenario_obj, site, window, chosen_speed, console
+    )
 
 
 def truncate(dayahead: DayAhead, steps: int) -> DayAhead:

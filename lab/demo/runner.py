@@ -98,14 +98,18 @@ async def _main(options: DemoOptions, display: ProgressDisplay) -> int:
     task = asyncio.current_task()
     received: list[str] = []
 
+    demo = Demo(options, display)
+
     def interrupt(name: str) -> None:
+        if demo.console_hold is not None and not demo.console_hold.is_set():
+            demo.console_hold.set()  # the day is over: Ctrl+C closes the console and writes the report
+            return
         received.append(name)
         if task is not None:
             task.cancel()
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, interrupt, sig.name)
-    demo = Demo(options, display)
     try:
         return await demo.run()
     except asyncio.CancelledError:
@@ -135,6 +139,7 @@ class Demo:
         self.record = RunRecord()
         self.supervisor: ProcessSupervisor | None = None
         self.period_s = sample_period_s(options.speed)
+        self.console_hold: asyncio.Event | None = None  # set while the console is kept open after the day
 
     async def run(self) -> int:
         options, paths = self.options, self.paths
@@ -221,7 +226,10 @@ class Demo:
             clock = SimulatedClock(window.start, options.speed, time.time() + lead_s)
             setup = LiveSetup(options, self.paths, site, clock, layout, credentials, api_token, self.period_s)
             try:
-                await LiveRun(setup, supervisor, self.display, self.record).run()
+                live = LiveRun(setup, supervisor, self.display, self.record)
+                await live.run()
+                if options.console:
+                    await self._hold_console(live.console_url)
                 return
             except LateStartError as late:
                 if attempt == STARTUP_ATTEMPTS:
@@ -233,6 +241,14 @@ class Demo:
                 )
                 self.stop_children()
                 self._forget_state()
+
+    async def _hold_console(self, url: str) -> None:
+        self.console_hold = asyncio.Event()
+        self.display.message(
+            f"the day is over; the console stays open at {url}/ :"
+            " press Ctrl+C to close it and write the report"
+        )
+        await self.console_hold.wait()
 
     def _forget_state(self) -> None:
         """Remove what a failed start left (the central's upload, the edges' schedules), so the next
